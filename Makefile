@@ -1,0 +1,23 @@
+# The two entry points of a fresh machine: `make gate` and `make test`.
+PY := .venv/bin/python
+RELEASE ?= dev
+
+.PHONY: gate test lint bootstrap bench
+
+bootstrap:
+	@scripts/bootstrap.sh
+
+# The release gate against the embedded sandbox; the verdict is the exit code.
+gate: bootstrap
+	@$(PY) -m pytest suites -m go_nogo --spark-release $(RELEASE) -p no:cacheprovider; \
+	  rc=$$?; echo "report: $$(cat reports/LATEST 2>/dev/null || echo '(no bundle written)')/report.html"; exit $$rc
+
+# The project's own tests: the plugin (pytester), the sandbox and the defect matrix.
+test: bootstrap
+	@$(PY) -m pytest tests -n 2 -p no:cacheprovider
+
+lint: bootstrap
+	@$(PY) -m ruff check . && $(PY) -m ruff format --check . && $(PY) -m mypy
+
+bench: bootstrap
+	@$(PY) bench/plugin_overhead.py

@@ -1,0 +1,1 @@
+"""The embedded Spark sandbox: real services on loopback and a reference Spark API."""
