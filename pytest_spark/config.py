@@ -1,0 +1,244 @@
+"""One frozen SparkConfig per run, resolved once: CLI > env > ini > target file > defaults.
+
+Secrets never live here: a target file names the *environment variables* that hold them
+(``[secrets]``), and code asks ``Target.secret(name)`` at the moment it connects.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+SANDBOX = "sandbox"
+CANARY_STAGES = (1, 5, 25, 50, 100)
+RELEASE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+# name -> (CLI flag, env var, ini key, help, default); ini keys are "spark_" + name.
+OPTIONS: dict[str, tuple[str, str, str, str | None]] = {
+    "target": (
+        "--spark-target",
+        "SPARK_TARGET",
+        "'sandbox' (the embedded sandbox, default) or a target TOML file, e.g. "
+        "targets/example-staging.toml",
+        SANDBOX,
+    ),
+    "release": ("--spark-release", "SPARK_RELEASE", "release being gated, e.g. v1.4.0", "dev"),
+    "gate": (
+        "--spark-gate",
+        "SPARK_GATE",
+        "gate to decide (go_nogo, contract, chaos, canary, ...); default: the -m expression "
+        "when it is exactly a gate name",
+        None,
+    ),
+    "evidence_dir": (
+        "--spark-evidence-dir",
+        "SPARK_EVIDENCE_DIR",
+        "where bundles go: <dir>/<release>/<run-id>/",
+        "reports",
+    ),
+    "signing_key": (
+        "--spark-signing-key",
+        "SPARK_SIGNING_KEY",
+        "ed25519 private key: a PEM file path, or env:VAR for a PEM held in environment "
+        "variable VAR; without one the bundle is dev-signed with a throw-away key",
+        None,
+    ),
+    "checklist": ("--spark-checklist", "SPARK_CHECKLIST", "checklist registry file", None),
+    "waivers": ("--spark-waivers", "SPARK_WAIVERS", "waivers file", None),
+    "stage": (
+        "--spark-stage",
+        "SPARK_STAGE",
+        "canary stage in percent of traffic: 1, 5, 25, 50 or 100",
+        None,
+    ),
+}
+DEFAULT_CHECKLIST = "ops/checklist.toml"
+DEFAULT_WAIVERS = "ops/waivers.toml"
+
+
+@dataclass(frozen=True)
+class Target:
+    """What the suites measure: endpoints, secret env names, and facts about the target."""
+
+    name: str
+    kind: str
+    path: Path | None = None
+    endpoints: Mapping[str, str] = field(default_factory=dict)
+    secret_env: Mapping[str, str] = field(default_factory=dict)
+    settings: Mapping[str, object] = field(default_factory=dict)
+
+    @property
+    def is_sandbox(self) -> bool:
+        return self.kind == SANDBOX
+
+    @property
+    def conditions(self) -> frozenset[str]:
+        """Facts that make conditional checklist items required (``required_when``)."""
+        return frozenset(
+            name.removesuffix("_url") for name, value in self.endpoints.items() if value
+        )
+
+    def secret_values(self) -> list[str]:
+        """Values of every secret the target names, for redaction; unset ones are skipped."""
+        return [os.environ[var] for var in self.secret_env.values() if os.environ.get(var)]
+
+
+@dataclass(frozen=True)
+class SparkConfig:
+    rootdir: Path
+    target: Target
+    release: str
+    gate: str | None
+    evidence_dir: Path
+    signing_key: str | None
+    checklist_path: Path
+    waivers_path: Path
+    stage: int | None
+    sandbox_defects: tuple[str, ...]
+
+    def reproduce_args(self) -> list[str]:
+        """The flags that reproduce this run's gate (printed in the report header)."""
+        args = []
+        if self.gate:
+            args += ["--spark-gate", self.gate]
+        args += ["--spark-release", self.release]
+        args += ["--spark-target", str(self.target.path or SANDBOX)]
+        if self.stage is not None:
+            args += ["--spark-stage", str(self.stage)]
+        for defect in self.sandbox_defects:
+            args += ["--spark-sandbox-defect", defect]
+        return args
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("spark", "Spark release gate")
+    for name, (flag, env, help_text, default) in OPTIONS.items():
+        group.addoption(flag, dest=f"spark_{name}", default=None, help=f"{help_text} [env {env}]")
+        # No ini default: an unset ini key must let the target file's [settings] through.
+        parser.addini(f"spark_{name}", f"{help_text} (default: {default})", type="string")
+    group.addoption(
+        "--spark-sandbox-defect",
+        dest="spark_sandbox_defects",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="start the embedded sandbox with this seeded defect (repeatable) "
+        "[env SPARK_SANDBOX_DEFECTS, comma-separated]",
+    )
+    parser.addini(
+        "spark_sandbox_defects", "seeded defects for the embedded sandbox", type="linelist"
+    )
+
+
+def resolve(config: pytest.Config, gates: Mapping[str, str] | None = None) -> SparkConfig:
+    """Build the SparkConfig; every problem is a UsageError naming the option and the fix."""
+    rootdir = Path(config.rootpath)
+
+    def pick(name: str) -> str | None:
+        _, env, _, _ = OPTIONS[name]
+        cli = config.getoption(f"spark_{name}")
+        if cli is not None:
+            return str(cli)
+        if os.environ.get(env):
+            return os.environ[env]
+        ini = config.getini(f"spark_{name}")
+        return str(ini) if ini not in (None, "") else None
+
+    target = load_target(pick("target") or SANDBOX, rootdir)
+
+    def setting(name: str) -> str | None:
+        value = pick(name)
+        if value is None and name in target.settings:
+            value = str(target.settings[name])
+        return value if value is not None else OPTIONS[name][3]
+
+    release = setting("release") or "dev"
+    if not RELEASE_NAME.match(release):
+        raise pytest.UsageError(
+            f"--spark-release {release!r}: use letters, digits, '.', '_' and '-' only "
+            "(it names files in the evidence bundle)"
+        )
+    stage_text = setting("stage")
+    stage = None
+    if stage_text is not None:
+        if not stage_text.isdigit() or int(stage_text) not in CANARY_STAGES:
+            raise pytest.UsageError(
+                f"--spark-stage {stage_text!r}: a canary stage is one of "
+                + ", ".join(map(str, CANARY_STAGES))
+            )
+        stage = int(stage_text)
+    cli_defects = config.getoption("spark_sandbox_defects")
+    if cli_defects:
+        defects = tuple(cli_defects)
+    elif os.environ.get("SPARK_SANDBOX_DEFECTS"):
+        defects = tuple(
+            d.strip() for d in os.environ["SPARK_SANDBOX_DEFECTS"].split(",") if d.strip()
+        )
+    else:
+        defects = tuple(config.getini("spark_sandbox_defects"))
+    if defects and not target.is_sandbox:
+        raise pytest.UsageError(
+            "--spark-sandbox-defect only applies to the embedded sandbox; "
+            f"the target is {target.path}"
+        )
+    return SparkConfig(
+        rootdir=rootdir,
+        target=target,
+        release=release,
+        gate=setting("gate"),
+        evidence_dir=_path(rootdir, setting("evidence_dir") or "reports"),
+        signing_key=setting("signing_key"),
+        checklist_path=_path(rootdir, setting("checklist") or DEFAULT_CHECKLIST),
+        waivers_path=_path(rootdir, setting("waivers") or DEFAULT_WAIVERS),
+        stage=stage,
+        sandbox_defects=defects,
+    )
+
+
+def _path(rootdir: Path, value: str) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else rootdir / path
+
+
+def load_target(value: str, rootdir: Path) -> Target:
+    """``sandbox`` or a TOML target file -> Target (a bad file is a UsageError)."""
+    if value == SANDBOX:
+        return Target(name=SANDBOX, kind=SANDBOX)
+    path = _path(rootdir, value)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise pytest.UsageError(
+            f"--spark-target {value}: no such file; pass 'sandbox' or a target TOML file "
+            "(see targets/example-staging.toml)"
+        ) from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise pytest.UsageError(f"--spark-target {value}: cannot read {path}: {exc}") from None
+    meta = raw.get("target", {})
+    endpoints = raw.get("endpoints", {})
+    secrets = raw.get("secrets", {})
+    for table, content in (("endpoints", endpoints), ("secrets", secrets)):
+        bad = [k for k, v in content.items() if not isinstance(v, str)]
+        if bad:
+            raise pytest.UsageError(f"{path}: [{table}] values must be strings: {bad}")
+    leaked = [k for k in endpoints if re.search(r"://[^/@:]+:[^/@]+@", endpoints[k])]
+    if leaked:
+        raise pytest.UsageError(
+            f"{path}: [endpoints] {leaked} carry a password; put the URL in an environment "
+            "variable and name that variable under [secrets]"
+        )
+    kind = meta.get("kind", "deployment")
+    return Target(
+        name=str(meta.get("name", path.stem)),
+        kind=str(kind),
+        path=path,
+        endpoints=dict(endpoints),
+        secret_env=dict(secrets),
+        settings=dict(raw.get("settings", {})),
+    )

@@ -1,0 +1,379 @@
+"""The stateful side of the gate: claims at collection, outcomes per test, the bundle at the end.
+
+One ``GateRun`` is registered per run while a gate is in play. Under pytest-xdist the workers
+collect and run (claims and evidence ride on their reports) and only the controller writes the
+bundle, as junitxml and pytest-html do.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shlex
+from collections.abc import Generator, Iterable
+from pathlib import Path
+
+import pytest
+
+from pytest_spark import gate as gate_logic
+from pytest_spark import report as report_text
+from pytest_spark import signing
+from pytest_spark.checklist import Checklist
+from pytest_spark.config import SparkConfig
+from pytest_spark.evidence.bundle import Bundle, CheckRecord, release_tag, ritual_files
+from pytest_spark.evidence.records import CheckEvidence, Inconclusive
+from pytest_spark.evidence.redact import Redactor
+from pytest_spark.waivers import Waiver
+
+CLAIM_MARKERS = ("blind_spot", "go_nogo", "money", "contract", "rollback", "canary", "chaos")
+claims_key = pytest.StashKey[tuple[str, ...]]()
+evidence_key = pytest.StashKey[CheckEvidence]()
+
+# Worst first: how several phases of one test combine into its outcome.
+OUTCOME_ORDER = ("error", "failed", "inconclusive", "xpassed", "xfailed", "skipped", "passed")
+
+
+def claimed_items(item: pytest.Item, checklist: Checklist) -> tuple[str, ...]:
+    """Item ids a test claims through its markers; unknown ids are a usage error."""
+    ids: list[str] = []
+    for name in CLAIM_MARKERS:
+        for marker in item.iter_markers(name):
+            for arg in marker.args:
+                for item_id in [arg] if isinstance(arg, str) else list(arg):
+                    if item_id not in checklist.items:
+                        raise pytest.UsageError(
+                            f"{item.nodeid}: @pytest.mark.{name}({item_id!r}) names an item "
+                            f"that is not in {checklist.path}; known ids look like "
+                            f"{', '.join(list(checklist.items)[:4])}, ..."
+                        )
+                    if item_id not in ids:
+                        ids.append(item_id)
+    return tuple(ids)
+
+
+def _worst(a: str, b: str) -> str:
+    return a if OUTCOME_ORDER.index(a) <= OUTCOME_ORDER.index(b) else b
+
+
+def _message(report: pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple):  # a skip: (path, lineno, reason)
+        return str(longrepr[2]).removeprefix("Skipped: ")
+    crash = getattr(longrepr, "reprcrash", None)
+    if crash is not None:
+        return str(crash.message).splitlines()[0][:300] if crash.message else ""
+    return str(longrepr).strip().splitlines()[-1][:300] if longrepr else ""
+
+
+class GateRun:
+    def __init__(
+        self,
+        config: pytest.Config,
+        spark: SparkConfig,
+        checklist: Checklist,
+        waivers: tuple[Waiver, ...],
+        gate: str | None,
+        bundle: Bundle | None,
+        key: signing.SigningKey | None,
+        redactor: Redactor,
+        run_id: str,
+    ) -> None:
+        self.config = config
+        self.spark = spark
+        self.checklist = checklist
+        self.waivers = waivers
+        self.gate = gate
+        self.bundle = bundle
+        self.key = key
+        self.redactor = redactor
+        self.run_id = run_id
+        # Only the controller of a run with a gate in play decides and writes the bundle.
+        self.is_controller = gate is not None and not hasattr(config, "workerinput")
+        self.records: dict[str, CheckRecord] = {}
+        self.collected: dict[str, tuple[str, ...]] = {}
+        self.not_run: dict[str, str] = {}
+        self.blockers: list[str] = []
+        self.verdict: gate_logic.Verdict | None = None
+        self.started = dt.datetime.now(dt.UTC)
+
+    # -- collection -------------------------------------------------------------------------
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        # tryfirst: the implied gate markers must be on the items before `-m` deselects.
+        for item in items:
+            ids = claimed_items(item, self.checklist)
+            item.stash[claims_key] = ids
+            self.collected[item.nodeid] = ids
+            gates = {g for i in ids for g in self.checklist.gates_selecting(i)}
+            for gate in sorted(gates):
+                item.add_marker(gate)
+            for item_id in ids:
+                item.user_properties.append(("spark_item", item_id))
+
+    def pytest_deselected(self, items: Iterable[pytest.Item]) -> None:
+        for item in items:
+            for item_id in item.stash.get(claims_key, ()):
+                self.not_run.setdefault(item_id, f"its tests were deselected ({item.nodeid})")
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.failed:
+            self.blockers.append(f"collection error in {report.nodeid or 'the session'}")
+
+    # -- running ----------------------------------------------------------------------------
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report = yield
+        report.spark_items = list(item.stash.get(claims_key, ()))  # type: ignore[attr-defined]
+        evidence = item.stash.get(evidence_key, None)
+        if call.excinfo is not None and call.excinfo.errisinstance(Inconclusive):
+            report.spark_inconclusive = str(call.excinfo.value)  # type: ignore[attr-defined]
+        if evidence is not None and report.when == "call":
+            self._enforce_thresholds(report, evidence)
+            report.spark_evidence = evidence.to_json()  # type: ignore[attr-defined]
+        self._redact_report(report)
+        return report
+
+    def _enforce_thresholds(self, report: pytest.TestReport, evidence: CheckEvidence) -> None:
+        # A passing test whose own measurement is out of bounds (or missing) did not pass:
+        # the gate does not trust a test that forgot to assert.
+        if not report.passed:
+            return
+        if evidence.out_of_bounds():
+            report.outcome = "failed"
+            report.longrepr = "measurement out of bounds: " + "; ".join(
+                m.describe() for m in evidence.out_of_bounds()
+            )
+        elif evidence.missing():
+            report.outcome = "failed"
+            reason = "no data for " + ", ".join(m.name for m in evidence.missing())
+            report.longrepr = f"inconclusive: {reason}"
+            report.spark_inconclusive = reason  # type: ignore[attr-defined]
+
+    def _redact_report(self, report: pytest.TestReport) -> None:
+        if report.longrepr is not None:
+            text = str(report.longrepr)
+            if self.redactor.contains_secret(text):
+                report.longrepr = self.redactor.text(text)
+        report.sections = [(k, self.redactor.text(v)) for k, v in report.sections]
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        outcome = self._outcome(report)
+        if outcome is None:
+            return
+        items = tuple(getattr(report, "spark_items", ()))
+        record = self.records.setdefault(report.nodeid, CheckRecord(report.nodeid, items))
+        record.duration += report.duration
+        previous = record.outcome
+        record.outcome = _worst(outcome, previous)
+        if record.outcome != previous or (outcome != "passed" and not record.message):
+            record.message = self.redactor.text(_message(report))
+        evidence = getattr(report, "spark_evidence", None)
+        if evidence:
+            record.evidence = evidence
+
+    @staticmethod
+    def _outcome(report: pytest.TestReport) -> str | None:
+        xfail = hasattr(report, "wasxfail")
+        if report.when == "call":
+            if report.passed:
+                return "xpassed" if xfail else "passed"
+            if report.failed:
+                return "inconclusive" if hasattr(report, "spark_inconclusive") else "failed"
+            return "xfailed" if xfail else "skipped"
+        if report.failed:
+            return "error"
+        if report.skipped:
+            return "xfailed" if xfail else "skipped"
+        return "passed" if report.when == "setup" else None
+
+    # -- the end ----------------------------------------------------------------------------
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_sessionfinish(
+        self, session: pytest.Session, exitstatus: int
+    ) -> Generator[None, None, None]:
+        if self.is_controller:
+            self.verdict = self._decide(exitstatus)
+            self._write_evidence()
+            session.exitstatus = 0 if self.verdict.go else 1
+        try:
+            return (yield)
+        finally:
+            # After pytest-html and junitxml wrote their files: scrub them, then sign.
+            if self.is_controller and self.verdict is not None:
+                self._sign()
+
+    def _decide(self, exitstatus: int) -> gate_logic.Verdict:
+        assert self.gate is not None
+        if exitstatus == pytest.ExitCode.INTERRUPTED:
+            self.blockers.append("the run was interrupted before every test ran")
+        elif exitstatus in (pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.USAGE_ERROR):
+            self.blockers.append(f"pytest ended with {pytest.ExitCode(exitstatus).name}")
+        for record in self.records.values():
+            if not record.items and record.outcome in ("failed", "error"):
+                self.blockers.append(f"{record.nodeid} {record.outcome} outside any item")
+        for nodeid, ids in self.collected.items():
+            if nodeid not in self.records:
+                for item_id in ids:
+                    self.not_run.setdefault(item_id, f"{nodeid} was collected but never ran")
+        dev_signed = self.key is not None and self.key.mode == signing.DEV_SIGNED
+        if dev_signed and not self.spark.target.is_sandbox:
+            self.blockers.append(
+                "dev-signed bundle for a real target: configure --spark-signing-key"
+            )
+        results = [
+            gate_logic.TestResult(r.nodeid, r.items, r.outcome, r.message)
+            for r in self.records.values()
+        ]
+        return gate_logic.decide(
+            self.checklist,
+            self.gate,
+            self.spark.release,
+            results,
+            self.waivers,
+            now=dt.datetime.now(dt.UTC),
+            conditions=self.spark.target.conditions,
+            blockers=self.blockers,
+            not_run=self.not_run,
+        )
+
+    @property
+    def signing_info(self) -> dict[str, str]:
+        if self.key is None:
+            return {}
+        return {"mode": self.key.mode, "key_fingerprint": self.key.fingerprint}
+
+    def _write_evidence(self) -> None:
+        assert self.verdict is not None and self.bundle is not None and self.gate is not None
+        now = dt.datetime.now(dt.UTC)
+        bundle = self.bundle
+        bundle.create()
+        bundle.write_text(
+            "release_tag.txt",
+            release_tag(self.spark.release, self.gate, self.target_name, self.spark.rootdir, now),
+        )
+        lines = [
+            json.dumps(self.redactor.value(r.to_json(bundle.root)), sort_keys=True)
+            for r in self.records.values()
+        ]
+        bundle.write_bytes("checks.jsonl", ("\n".join(lines) + "\n" if lines else "").encode())
+        for name, content in ritual_files(
+            self.checklist, self.verdict, self.records.values(), self.signing_info, now
+        ).items():
+            if isinstance(content, Path):
+                bundle.adopt(content, name)
+            else:
+                bundle.write_text(name, content)
+        bundle.write_json(
+            "verdict.json",
+            {
+                **self.verdict.to_json(),
+                "run_id": self.run_id,
+                "target": self.target_name,
+                "signing": self.signing_info,
+                "started_utc": self.started.isoformat(timespec="seconds"),
+                "finished_utc": now.isoformat(timespec="seconds"),
+            },
+        )
+        latest = self.spark.evidence_dir / "LATEST"
+        latest.parent.mkdir(parents=True, exist_ok=True)
+        latest.write_text(str(bundle.root) + "\n")
+
+    def _sign(self) -> None:
+        assert self.verdict is not None and self.key is not None and self.bundle is not None
+        for option, name in (("htmlpath", "report.html"), ("xmlpath", "junit.xml")):
+            chosen = self.config.getoption(option, None)
+            if chosen:
+                self.bundle.adopt(Path(chosen), name)
+            self.bundle.redact_in_place(name)
+        verdict = self.verdict
+        predicate = {
+            "result": "PASSED" if verdict.go else "FAILED",
+            "passedTests": [i for i, r in verdict.items.items() if r.status == "PASSED"],
+            "warnedTests": [i for i, r in verdict.items.items() if r.status == "WAIVED"],
+            "failedTests": [r.id for r in verdict.not_passed()],
+            "configuration": [{"name": str(self.spark.checklist_path.name)}],
+            "spark": {**verdict.to_json(), "run_id": self.run_id, "target": self.target_name},
+            "signing": self.signing_info,
+        }
+        signing.sign_bundle(self.bundle.root, self.key, predicate)
+
+    @property
+    def target_name(self) -> str:
+        target = self.spark.target
+        return target.name if target.path is None else f"{target.name} ({target.path.name})"
+
+    @property
+    def reproduce(self) -> str:
+        markexpr = self.config.option.markexpr
+        args = (["-m", markexpr] if markexpr else []) + self.spark.reproduce_args()
+        return "pytest " + shlex.join(args)
+
+    # -- what people read ---------------------------------------------------------------------
+
+    def pytest_report_header(self) -> list[str]:
+        if not self.is_controller:
+            return []
+        return [
+            f"spark gate: {self.gate} · release {self.spark.release} · target "
+            f"{self.target_name} · bundle {self.bundle.root}",
+            f"spark reproduce: {self.redactor.text(self.reproduce)}",
+        ]
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        if self.verdict is None:
+            return
+        tr = terminalreporter
+        tr.write_sep("=", f"spark gate {self.gate}: items")
+        for line in report_text.terminal_lines(self.verdict, tr._tw.fullwidth):
+            tr.write_line(self.redactor.text(line))
+        tr.write_line(f"evidence bundle: {self.bundle.root}")  # type: ignore[union-attr]
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        # The verdict is the very last line, after pytest's own "N passed" summary line.
+        terminal = config.pluginmanager.get_plugin("terminalreporter")
+        if self.verdict is None or terminal is None:
+            return
+        markup = {"green": True} if self.verdict.go else {"red": True}
+        terminal.write_sep("=", report_text.final_line(self.verdict), bold=True, **markup)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_html_report_title(self, report: object) -> None:
+        if self.is_controller:
+            report.title = f"Spark release gate {self.gate} — {self.spark.release}"  # type: ignore[attr-defined]
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_html_results_summary(
+        self, prefix: list[str], summary: list[str], postfix: list[str], session: pytest.Session
+    ) -> None:
+        if self.verdict is None or self.bundle is None:
+            return
+        files = sorted(
+            {
+                *signing.bundle_files(self.bundle.root),
+                "report.html",
+                "junit.xml",
+                signing.MANIFEST,
+                signing.PUBLIC_KEY,
+                signing.ENVELOPE,
+            }
+        )
+        prefix.insert(
+            0,
+            self.redactor.text(
+                report_text.signoff_html(
+                    self.verdict,
+                    target=self.target_name,
+                    run_id=self.run_id,
+                    signing=self.signing_info,
+                    evidence_files=files,
+                    reproduce=self.reproduce,
+                )
+            ),
+        )

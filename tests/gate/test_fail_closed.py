@@ -1,0 +1,267 @@
+"""The fail-closed matrix: every way an item can be not-passed is NO-GO with its reason."""
+
+from __future__ import annotations
+
+import pytest
+
+from .conftest import read_verdict, waiver_toml
+
+
+def run_gate(pytester: pytest.Pytester, *args: str) -> tuple[pytest.RunResult, dict]:
+    result = pytester.runpytest("-m", "tiny", "-p", "no:cacheprovider", *args)
+    return result, read_verdict(pytester)
+
+
+def item(verdict: dict, item_id: str) -> dict:
+    return verdict["items"][item_id]  # type: ignore[index,no-any-return]
+
+
+def test_all_passed_is_go_exit_0(gate_project: pytest.Pytester) -> None:
+    result, verdict = run_gate(gate_project)
+    assert result.ret == 0
+    assert verdict["verdict"] == "GO"
+    assert {i: v["status"] for i, v in verdict["items"].items()} == {
+        "A1": "PASSED",
+        "A2": "PASSED",
+        "A3": "PASSED",
+        "A4": "NOT-REQUIRED",
+    }
+    result.stdout.fnmatch_lines(["*SPARK GATE tiny: GO*"])
+    assert "SPARK GATE tiny: GO" in result.stdout.lines[-1]
+
+
+NOT_PASSED = {
+    "failed": ("assert 1 == 2", "FAILED"),
+    "setup_error": ("", "ERROR"),
+    "skipped": ("pytest.skip('no NTP server configured')", "SKIPPED"),
+    "xfailed": ("pytest.xfail('known drift')", "FAILED"),
+    "inconclusive": ("spark_evidence.inconclusive('zero traffic in the window')", "INCONCLUSIVE"),
+    "nan_measurement": ("spark_evidence.measure('p95_ms', float('nan'), limit=200)", "INCONCLUSIVE"),
+    "out_of_bounds": ("spark_evidence.measure('p95_ms', 250, limit=200)", "FAILED"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NOT_PASSED))
+def test_each_not_passed_outcome_is_no_go(gate_project: pytest.Pytester, case: str) -> None:
+    body, status = NOT_PASSED[case]
+    fixture = "broken" if case == "setup_error" else "spark_evidence"
+    gate_project.makepyfile(
+        test_suite=f"""
+import pytest
+
+@pytest.fixture
+def broken():
+    raise RuntimeError("target unreachable: 127.0.0.1:1")
+
+@pytest.mark.go_nogo("A1")
+def test_a1({fixture}):
+    {body or "pass"}
+
+@pytest.mark.money("A2")
+def test_a2():
+    pass
+"""
+    )
+    result, verdict = run_gate(gate_project)
+    assert result.ret == 1
+    assert verdict["verdict"] == "NO-GO"
+    assert item(verdict, "A1")["status"] == status
+    assert item(verdict, "A2")["status"] == "PASSED"
+    # the composite names the requirement that let it down
+    assert item(verdict, "A3")["status"] == status
+    assert "A1" in item(verdict, "A3")["reason"]
+    assert "SPARK GATE tiny: NO-GO" in result.stdout.lines[-1]
+
+
+def test_no_test_for_an_item_is_missing(gate_project: pytest.Pytester) -> None:
+    gate_project.makepyfile(
+        test_suite="""
+import pytest
+
+@pytest.mark.money("A2")
+def test_a2():
+    pass
+"""
+    )
+    result, verdict = run_gate(gate_project)
+    assert result.ret == 1
+    assert item(verdict, "A1")["status"] == "MISSING"
+    assert "no test for A1 ran" in item(verdict, "A1")["reason"]
+
+
+def test_deselected_by_k_is_missing(gate_project: pytest.Pytester) -> None:
+    result, verdict = run_gate(gate_project, "-k", "not test_a1")
+    assert result.ret == 1
+    assert item(verdict, "A1")["status"] == "MISSING"
+    assert "deselected" in item(verdict, "A1")["reason"]
+
+
+def test_left_unrun_by_x_is_missing(gate_project: pytest.Pytester) -> None:
+    gate_project.makepyfile(
+        test_suite="""
+import pytest
+
+@pytest.mark.money("A2")
+def test_a2_first():
+    assert False, "money property broken"
+
+@pytest.mark.go_nogo("A1")
+def test_a1_second():
+    pass
+"""
+    )
+    result, verdict = run_gate(gate_project, "-x")
+    assert result.ret == 1
+    assert item(verdict, "A2")["status"] == "FAILED"
+    assert item(verdict, "A1")["status"] == "MISSING"
+    assert "never ran" in item(verdict, "A1")["reason"]
+
+
+def test_pytest_exit_is_no_go(gate_project: pytest.Pytester) -> None:
+    gate_project.makepyfile(
+        test_suite="""
+import pytest
+
+@pytest.mark.money("A2")
+def test_a2():
+    pytest.exit("operator aborted the gate")
+
+@pytest.mark.go_nogo("A1")
+def test_a1():
+    pass
+"""
+    )
+    result, verdict = run_gate(gate_project)
+    assert result.ret == 1
+    assert verdict["verdict"] == "NO-GO"
+    assert item(verdict, "A1")["status"] == "MISSING"
+    assert any("interrupted" in b for b in verdict["blockers"])
+
+
+def test_collection_error_is_no_go(gate_project: pytest.Pytester) -> None:
+    gate_project.makepyfile(test_broken="import not_a_module_anywhere\n")
+    result, verdict = run_gate(gate_project)
+    assert result.ret == 1
+    assert verdict["verdict"] == "NO-GO"
+    assert any("collection error" in b for b in verdict["blockers"])
+
+
+FAILING_A1 = """
+import pytest
+
+@pytest.mark.go_nogo("A1")
+def test_a1():
+    assert False, "NTP offset 140 ms"
+
+@pytest.mark.money("A2")
+def test_a2():
+    assert False, "half-up rounding"
+"""
+
+
+@pytest.mark.parametrize(
+    ("waiver", "a1_status", "blocker"),
+    [
+        (waiver_toml("A1", expires="2020-01-01T00:00:00Z"), "WAIVER-EXPIRED", None),
+        (waiver_toml("A1", author="ayse", approver="Ayse"), "WAIVER-INVALID", "own author"),
+    ],
+    ids=["expired", "approver_is_author"],
+)
+def test_invalid_waiver_is_no_go(
+    gate_project: pytest.Pytester, waiver: str, a1_status: str, blocker: str | None
+) -> None:
+    gate_project.makepyfile(test_suite=FAILING_A1.replace('assert False, "half-up rounding"', "pass"))
+    gate_project.makefile(".toml", **{"ops/waivers": waiver})
+    result, verdict = run_gate(gate_project)
+    assert result.ret == 1
+    assert item(verdict, "A1")["status"] == a1_status
+    if blocker:
+        assert any(blocker in b for b in verdict["blockers"])
+
+
+def test_waiver_on_unwaivable_item_is_no_go(gate_project: pytest.Pytester) -> None:
+    gate_project.makepyfile(test_suite=FAILING_A1.replace('assert False, "NTP offset 140 ms"', "pass"))
+    gate_project.makefile(".toml", **{"ops/waivers": waiver_toml("A2")})
+    result, verdict = run_gate(gate_project)
+    assert result.ret == 1
+    assert item(verdict, "A2")["status"] == "WAIVER-INVALID"
+    assert any("unwaivable" in b for b in verdict["blockers"])
+
+
+def test_valid_waiver_on_failing_waivable_item_is_go(gate_project: pytest.Pytester) -> None:
+    gate_project.makepyfile(test_suite=FAILING_A1.replace('assert False, "half-up rounding"', "pass"))
+    gate_project.makefile(".toml", **{"ops/waivers": waiver_toml("A1")})
+    result, verdict = run_gate(gate_project)
+    assert result.ret == 0
+    assert verdict["verdict"] == "GO"
+    assert item(verdict, "A1")["status"] == "WAIVED"
+    assert item(verdict, "A3")["status"] == "PASSED"
+    assert verdict["waivers"][0]["ticket"] == "SPARK-101"
+    result.stdout.fnmatch_lines(["*waiver: A1 SPARK-101 approved by mehmet*"])
+
+
+def test_malformed_waivers_file_is_a_usage_error(gate_project: pytest.Pytester) -> None:
+    gate_project.makefile(".toml", **{"ops/waivers": '[[waiver]]\nitem = "A1"\n'})
+    result = gate_project.runpytest("-m", "tiny", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*waivers.toml*lacks reason*"])
+
+
+def test_unknown_item_in_marker_is_a_usage_error(gate_project: pytest.Pytester) -> None:
+    gate_project.makepyfile(
+        test_other="""
+import pytest
+
+@pytest.mark.blind_spot("B42")
+def test_x():
+    pass
+"""
+    )
+    result = gate_project.runpytest("-m", "tiny", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*B42*not in*checklist.toml*"])
+
+
+def test_implied_gate_markers_select_before_deselection(gate_project: pytest.Pytester) -> None:
+    gate_project.makepyfile(
+        test_other="""
+import pytest
+
+@pytest.mark.chaos("Z1")
+def test_side():
+    pass
+"""
+    )
+    # Tests only carry claim markers (go_nogo, money, chaos); `-m tiny` still selects A1/A2.
+    result = gate_project.runpytest("-m", "tiny", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2, deselected=1)
+
+
+def test_required_when_condition_makes_item_required(gate_project: pytest.Pytester) -> None:
+    gate_project.makefile(
+        ".toml",
+        **{"targets/staging": '[target]\nname = "staging"\n[endpoints]\n'
+           'pact_broker_url = "http://127.0.0.1:9"\n'},
+    )
+    result, verdict = run_gate(gate_project, "--spark-target", "targets/staging.toml")
+    assert result.ret == 1
+    assert item(verdict, "A4")["status"] == "MISSING"
+
+
+def test_unclaimed_failure_in_a_gate_run_is_no_go(gate_project: pytest.Pytester) -> None:
+    gate_project.makepyfile(
+        test_other="""
+def test_helper_broke():
+    assert False
+"""
+    )
+    result, verdict = run_gate(gate_project, "--spark-gate", "tiny", "-m", "")
+    assert result.ret == 1
+    assert any("outside any item" in b for b in verdict["blockers"])
+
+
+def test_no_gate_in_play_leaves_pytest_alone(gate_project: pytest.Pytester) -> None:
+    result = gate_project.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+    assert result.ret == 0
+    assert not (gate_project.path / "reports").exists()
