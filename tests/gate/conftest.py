@@ -81,8 +81,13 @@ def read_verdict(pytester: pytest.Pytester) -> dict[str, object]:
     return json.loads((latest_bundle(pytester) / "verdict.json").read_text())
 
 
-def waiver_toml(item: str, *, author: str = "ayse", approver: str = "mehmet",
-                expires: str = "2099-01-01T00:00:00Z") -> str:
+def waiver_toml(
+    item: str,
+    *,
+    author: str = "ayse",
+    approver: str = "mehmet",
+    expires: str = "2099-01-01T00:00:00Z",
+) -> str:
     return f"""
 [[waiver]]
 item = "{item}"

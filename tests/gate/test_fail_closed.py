@@ -36,7 +36,10 @@ NOT_PASSED = {
     "skipped": ("pytest.skip('no NTP server configured')", "SKIPPED"),
     "xfailed": ("pytest.xfail('known drift')", "FAILED"),
     "inconclusive": ("spark_evidence.inconclusive('zero traffic in the window')", "INCONCLUSIVE"),
-    "nan_measurement": ("spark_evidence.measure('p95_ms', float('nan'), limit=200)", "INCONCLUSIVE"),
+    "nan_measurement": (
+        "spark_evidence.measure('p95_ms', float('nan'), limit=200)",
+        "INCONCLUSIVE",
+    ),
     "out_of_bounds": ("spark_evidence.measure('p95_ms', 250, limit=200)", "FAILED"),
 }
 
@@ -170,7 +173,9 @@ def test_a2():
 def test_invalid_waiver_is_no_go(
     gate_project: pytest.Pytester, waiver: str, a1_status: str, blocker: str | None
 ) -> None:
-    gate_project.makepyfile(test_suite=FAILING_A1.replace('assert False, "half-up rounding"', "pass"))
+    gate_project.makepyfile(
+        test_suite=FAILING_A1.replace('assert False, "half-up rounding"', "pass")
+    )
     gate_project.makefile(".toml", **{"ops/waivers": waiver})
     result, verdict = run_gate(gate_project)
     assert result.ret == 1
@@ -180,7 +185,9 @@ def test_invalid_waiver_is_no_go(
 
 
 def test_waiver_on_unwaivable_item_is_no_go(gate_project: pytest.Pytester) -> None:
-    gate_project.makepyfile(test_suite=FAILING_A1.replace('assert False, "NTP offset 140 ms"', "pass"))
+    gate_project.makepyfile(
+        test_suite=FAILING_A1.replace('assert False, "NTP offset 140 ms"', "pass")
+    )
     gate_project.makefile(".toml", **{"ops/waivers": waiver_toml("A2")})
     result, verdict = run_gate(gate_project)
     assert result.ret == 1
@@ -189,7 +196,9 @@ def test_waiver_on_unwaivable_item_is_no_go(gate_project: pytest.Pytester) -> No
 
 
 def test_valid_waiver_on_failing_waivable_item_is_go(gate_project: pytest.Pytester) -> None:
-    gate_project.makepyfile(test_suite=FAILING_A1.replace('assert False, "half-up rounding"', "pass"))
+    gate_project.makepyfile(
+        test_suite=FAILING_A1.replace('assert False, "half-up rounding"', "pass")
+    )
     gate_project.makefile(".toml", **{"ops/waivers": waiver_toml("A1")})
     result, verdict = run_gate(gate_project)
     assert result.ret == 0
@@ -240,8 +249,10 @@ def test_side():
 def test_required_when_condition_makes_item_required(gate_project: pytest.Pytester) -> None:
     gate_project.makefile(
         ".toml",
-        **{"targets/staging": '[target]\nname = "staging"\n[endpoints]\n'
-           'pact_broker_url = "http://127.0.0.1:9"\n'},
+        **{
+            "targets/staging": '[target]\nname = "staging"\n[endpoints]\n'
+            'pact_broker_url = "http://127.0.0.1:9"\n'
+        },
     )
     result, verdict = run_gate(gate_project, "--spark-target", "targets/staging.toml")
     assert result.ret == 1
