@@ -127,7 +127,8 @@ class GateRun:
         self, item: pytest.Item, call: pytest.CallInfo[None]
     ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         report = yield
-        report.spark_items = list(item.stash.get(claims_key, ()))  # type: ignore[attr-defined]
+        claims: tuple[str, ...] = item.stash.get(claims_key, ())
+        report.spark_items = list(claims)  # type: ignore[attr-defined]
         evidence = item.stash.get(evidence_key, None)
         if call.excinfo is not None and call.excinfo.errisinstance(Inconclusive):
             report.spark_inconclusive = str(call.excinfo.value)  # type: ignore[attr-defined]
@@ -316,7 +317,7 @@ class GateRun:
     # -- what people read ---------------------------------------------------------------------
 
     def pytest_report_header(self) -> list[str]:
-        if not self.is_controller:
+        if not self.is_controller or self.bundle is None:
             return []
         return [
             f"spark gate: {self.gate} · release {self.spark.release} · target "

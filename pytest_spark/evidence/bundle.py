@@ -201,7 +201,8 @@ def _render_sheet(
             if item_id not in record.items:
                 continue
             lines.append(f"    - {record.nodeid}: {record.outcome}")
-            for m in record.evidence.get("measurements", []):  # type: ignore[union-attr]
+            measurements = record.evidence.get("measurements", [])
+            for m in measurements if isinstance(measurements, list) else []:
                 lines.append("        " + _measurement_line(m))
     if family == "go_nogo_signed":
         lines += ["", "blockers:"] + [f"  - {b}" for b in verdict.blockers or ["none"]]

@@ -15,6 +15,7 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 LOG_TAIL_LINES = 50
 
@@ -43,8 +44,11 @@ def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join("    " + line for line in text.splitlines()[-lines:])
 
 
-def run_as(user: str | None) -> dict[str, object]:
-    """Popen arguments that drop to ``user`` (PostgreSQL and PgBouncer refuse to run as root)."""
+def run_as(user: str | None) -> dict[str, Any]:
+    """Popen arguments that drop to ``user`` (PostgreSQL and PgBouncer refuse to run as root).
+
+    Empty when no user is asked for or we are not root (then we cannot switch anyway).
+    """
     if user is None or os.geteuid() != 0:
         return {}
     entry = pwd.getpwnam(user)
@@ -93,7 +97,7 @@ class ServiceProcess:
                     env=self.env,
                     cwd=self.cwd,
                     start_new_session=True,
-                    **run_as(self.user),  # type: ignore[arg-type]
+                    **run_as(self.user),
                 )
             except OSError as exc:
                 raise ServiceStartError(self.name, self.argv, str(exc), "") from exc

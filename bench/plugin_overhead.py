@@ -1,0 +1,85 @@
+"""Plugin overhead: a generated suite of trivial tests, with and without the gate's bundle.
+
+Both runs write JUnit and a self-contained pytest-html report; the "with" run also writes the
+signed evidence bundle. Prints the medians of N repeats, their ratio (target <= 1.05), and the
+median time of `spark-gate verify` on the bundle (target < 1 s).
+
+    .venv/bin/python bench/plugin_overhead.py [--tests 10000] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CHECKLIST = """
+[gates]
+go_nogo = "benchmark gate"
+[[item]]
+id = "A1"
+title = "trivial"
+gates = ["go_nogo"]
+waivable = true
+"""
+
+
+def make_suite(folder: Path, tests: int) -> None:
+    (folder / "ops").mkdir()
+    (folder / "ops/checklist.toml").write_text(CHECKLIST)
+    per_file = 500
+    for f in range(0, tests, per_file):
+        body = ["import pytest", ""]
+        for n in range(f, min(f + per_file, tests)):
+            body += ['@pytest.mark.go_nogo("A1")', f"def test_{n}():", "    pass", ""]
+        (folder / f"test_gen_{f // per_file:03d}.py").write_text("\n".join(body))
+
+
+def timed(cmd: list[str], cwd: Path) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if proc.returncode not in (0,):
+        sys.exit(f"benchmark run failed ({proc.returncode}):\n{proc.stdout[-2000:]}")
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tests", type=int, default=10_000)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        make_suite(folder, args.tests)
+        base = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "go_nogo"]
+        reports = [
+            "--junitxml",
+            "out/junit.xml",
+            "--html",
+            "out/report.html",
+            "--self-contained-html",
+        ]
+        with_plugin, without = [], []
+        for _ in range(args.repeats):  # interleaved, so drift on a shared machine hits both
+            without.append(timed([*base, "-p", "no:spark", *reports], folder))
+            with_plugin.append(timed([*base, *reports], folder))
+        bundles = sorted((folder / "reports/dev").iterdir())
+        verify = [
+            timed([sys.executable, "-m", "pytest_spark.cli", "verify", str(b)], folder)
+            for b in bundles[-args.repeats :]
+        ]
+    m_with, m_without = statistics.median(with_plugin), statistics.median(without)
+    print(f"tests: {args.tests}, repeats: {args.repeats}")
+    print(f"without plugin (-p no:spark): median {m_without:.2f} s  runs {without}")
+    print(f"with signed bundle:           median {m_with:.2f} s  runs {with_plugin}")
+    print(f"ratio with/without: {m_with / m_without:.3f} (target <= 1.05)")
+    print(f"spark-gate verify: median {statistics.median(verify):.3f} s (target < 1 s)")
+
+
+if __name__ == "__main__":
+    main()
