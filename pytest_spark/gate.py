@@ -45,7 +45,7 @@ OUTCOME_STATUS = {
 
 
 @dataclass(frozen=True)
-class TestResult:
+class CheckOutcome:
     """What one test did for the items it claims."""
 
     nodeid: str
@@ -108,7 +108,7 @@ def decide(
     checklist: Checklist,
     gate: str,
     release: str,
-    results: Iterable[TestResult],
+    results: Iterable[CheckOutcome],
     waivers: Sequence[Waiver] = (),
     *,
     now: dt.datetime,
@@ -124,7 +124,7 @@ def decide(
     why its tests did not run (deselected, session stopped early).
     """
     not_run = not_run or {}
-    by_item: dict[str, list[TestResult]] = {}
+    by_item: dict[str, list[CheckOutcome]] = {}
     for result in results:
         for item_id in result.items:
             by_item.setdefault(item_id, []).append(result)
@@ -172,7 +172,7 @@ def _rank(status: str) -> int:
 
 
 def _own_status(
-    item_id: str, own: list[TestResult], composite: bool, not_run: Mapping[str, str]
+    item_id: str, own: list[CheckOutcome], composite: bool, not_run: Mapping[str, str]
 ) -> tuple[str, str]:
     if not own:
         if composite:

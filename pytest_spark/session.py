@@ -227,7 +227,7 @@ class GateRun:
                 "dev-signed bundle for a real target: configure --spark-signing-key"
             )
         results = [
-            gate_logic.TestResult(r.nodeid, r.items, r.outcome, r.message)
+            gate_logic.CheckOutcome(r.nodeid, r.items, r.outcome, r.message)
             for r in self.records.values()
         ]
         return gate_logic.decide(
