@@ -93,6 +93,7 @@ class GateRun:
         self.collected: dict[str, tuple[str, ...]] = {}
         self.not_run: dict[str, str] = {}
         self.blockers: list[str] = []
+        self._selecting: dict[str, tuple[str, ...]] = {}
         self.verdict: gate_logic.Verdict | None = None
         self.started = dt.datetime.now(dt.UTC)
 
@@ -105,11 +106,17 @@ class GateRun:
             ids = claimed_items(item, self.checklist)
             item.stash[claims_key] = ids
             self.collected[item.nodeid] = ids
-            gates = {g for i in ids for g in self.checklist.gates_selecting(i)}
+            gates = {g for i in ids for g in self._gates_selecting(i)}
             for gate in sorted(gates):
                 item.add_marker(gate)
             for item_id in ids:
                 item.user_properties.append(("spark_item", item_id))
+
+    def _gates_selecting(self, item_id: str) -> tuple[str, ...]:
+        # Memoised: the registry walk is the same for each of thousands of tests.
+        if item_id not in self._selecting:
+            self._selecting[item_id] = self.checklist.gates_selecting(item_id)
+        return self._selecting[item_id]
 
     def pytest_deselected(self, items: Iterable[pytest.Item]) -> None:
         for item in items:
@@ -258,7 +265,7 @@ class GateRun:
             release_tag(self.spark.release, self.gate, self.target_name, self.spark.rootdir, now),
         )
         lines = [
-            json.dumps(self.redactor.value(r.to_json(bundle.root)), sort_keys=True)
+            self.redactor.text(json.dumps(r.to_json(bundle.root), sort_keys=True))
             for r in self.records.values()
         ]
         bundle.write_bytes("checks.jsonl", ("\n".join(lines) + "\n" if lines else "").encode())

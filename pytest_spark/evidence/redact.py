@@ -44,20 +44,32 @@ PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 
 
+# Cheap pre-screen: text without any of these cannot match a pattern above, and almost every
+# string the gate writes (node ids, outcomes, numbers) has none, so the patterns are skipped.
+TRIGGER = re.compile(
+    r"://|passw|pwd|bearer|token=|key=|secret=|sig=|signature=|webhook|discord|PRIVATE KEY",
+    re.I,
+)
+
+
 class Redactor:
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self._secrets: set[str] = set()
+        self._ordered: list[str] = []
         self.add(secrets)
 
     def add(self, secrets: Iterable[str]) -> None:
         self._secrets.update(s for s in secrets if s and len(s) >= MIN_SECRET_LENGTH)
+        self._ordered = sorted(self._secrets, key=len, reverse=True)
 
     def text(self, text: str) -> str:
         # Longest first, so a secret that contains another is masked whole.
-        for secret in sorted(self._secrets, key=len, reverse=True):
-            text = text.replace(secret, MASK)
-        for pattern, replacement in PATTERNS:
-            text = pattern.sub(replacement, text)
+        for secret in self._ordered:
+            if secret in text:
+                text = text.replace(secret, MASK)
+        if TRIGGER.search(text):
+            for pattern, replacement in PATTERNS:
+                text = pattern.sub(replacement, text)
         return text
 
     def value(self, value: object) -> object:
