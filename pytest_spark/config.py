@@ -62,6 +62,10 @@ DEFAULT_CHECKLIST = "ops/checklist.toml"
 DEFAULT_WAIVERS = "ops/waivers.toml"
 
 
+class TargetConfigError(LookupError):
+    """A check needs an endpoint or secret that the target does not provide."""
+
+
 @dataclass(frozen=True)
 class Target:
     """What the suites measure: endpoints, secret env names, and facts about the target."""
@@ -82,6 +86,26 @@ class Target:
         """Facts that make conditional checklist items required (``required_when``)."""
         return frozenset(
             name.removesuffix("_url") for name, value in self.endpoints.items() if value
+        )
+
+    def require(self, key: str) -> str:
+        """An endpoint or a secret the check needs; a missing one fails the check (NO-GO).
+
+        The error names the key and where to set it, since "unreachable" is not a pass.
+        """
+        if self.endpoints.get(key):
+            return self.endpoints[key]
+        var = self.secret_env.get(key)
+        if var and os.environ.get(var):
+            return os.environ[var]
+        where = f"target file {self.path}" if self.path else f"target {self.name}"
+        if var:
+            raise TargetConfigError(
+                f"{key}: environment variable {var} (named in [secrets] of {where}) is not set"
+            )
+        raise TargetConfigError(
+            f"{key}: not configured; add it under [endpoints] (or [secrets] for a credential) "
+            f"in {where}"
         )
 
     def secret_values(self) -> list[str]:
