@@ -1,0 +1,61 @@
+"""What a request handler needs, built once at start-up and kept on ``app.state``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from spark_sandbox.app import metrics
+from spark_sandbox.app.db import ConnectionPool, PoolTimeout
+from spark_sandbox.app.marketdata import MarketData
+from spark_sandbox.app.money import Rounding
+from spark_sandbox.app.problems import service_unavailable
+from spark_sandbox.app.settings import Settings
+
+# One unit of database work (a claim, the order transaction, a read) must finish in this time;
+# a slow or wedged database then answers 503 + Retry-After instead of hanging the client.
+DB_WORK_TIMEOUT_S = 3.0
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    pool: ConnectionPool
+    market: MarketData
+    rounding: Rounding
+
+    def defect(self, name: str) -> bool:
+        """The switch point for app-layer defects: each is named at the line it changes."""
+        return name in self.settings.defects
+
+
+@contextlib.asynccontextmanager
+async def database_errors(what: str) -> AsyncIterator[None]:
+    """Turn pool exhaustion, database errors and timeouts into a 503 problem."""
+    try:
+        yield
+    except PoolTimeout as exc:
+        metrics.DB_POOL_TIMEOUTS.inc()
+        raise service_unavailable(f"{what}: {exc}; retry shortly") from exc
+    except TimeoutError as exc:
+        metrics.DB_ERRORS.labels(kind="timeout").inc()
+        raise service_unavailable(
+            f"{what}: the database did not answer within {DB_WORK_TIMEOUT_S:.0f} s"
+        ) from exc
+    except psycopg.Error as exc:
+        metrics.DB_ERRORS.labels(kind=type(exc).__name__).inc()
+        raise service_unavailable(f"{what}: database unavailable ({type(exc).__name__})") from exc
+
+
+@contextlib.asynccontextmanager
+async def db_work(
+    ctx: AppContext, what: str, timeout: float = DB_WORK_TIMEOUT_S
+) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    """A pooled connection for one bounded unit of work; failures become 503 problems."""
+    async with database_errors(what), asyncio.timeout(timeout), ctx.pool.connection() as conn:
+        yield conn

@@ -1,0 +1,265 @@
+"""PostgreSQL 15 for the sandbox: a fresh cluster per run, WAL-archived, on a free loopback port.
+
+Call::
+
+    proc, pg = start_postgres(run_dir)          # initdb + start + role spark_app + database spark
+    try:
+        apply_migrations(pg.app_dsn(), migrations_dir)
+        ...
+    finally:
+        proc.stop()
+
+``run_dir`` must be reachable by the ``postgres`` user (PostgreSQL refuses to run as root);
+pytest's ``tmp_path`` lives under a 0700 directory, so use :func:`postgres_run_dir` there.
+Set ``SPARK_PG_BIN`` to use another PostgreSQL 15 installation.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from spark_sandbox.services.ports import free_port
+from spark_sandbox.services.process import ServiceProcess, ServiceStartError, run_as, tail
+
+PG_BIN = Path(os.environ.get("SPARK_PG_BIN", "/usr/lib/postgresql/15/bin"))
+SERVICE_USER = "postgres"
+HOST = "127.0.0.1"
+APP_USER = "spark_app"
+# A fixed sandbox secret: the gate must redact it wherever a DSN is shown, so it has to exist.
+APP_PASSWORD = "spark-app-sandbox-secret"
+DATABASE = "spark"
+# A unix socket path longer than this does not fit in sockaddr_un (108 bytes with the NUL).
+UNIX_SOCKET_PATH_MAX = 100
+
+
+@dataclass(frozen=True)
+class Postgres:
+    """Where the sandbox database listens and who may log in."""
+
+    host: str
+    port: int
+    superuser: str
+    data_dir: Path
+    wal_archive: Path
+    app_user: str = APP_USER
+    app_password: str = APP_PASSWORD
+    database: str = DATABASE
+
+    def dsn(self, dbname: str = DATABASE, user: str | None = None) -> str:
+        """libpq conninfo; the superuser logs in by trust, the app role with its password."""
+        user = user or self.superuser
+        parts = [f"host={self.host}", f"port={self.port}", f"dbname={dbname}", f"user={user}"]
+        if user == self.app_user:
+            parts.append(f"password={self.app_password}")
+        return " ".join(parts)
+
+    def app_dsn(self, dbname: str = DATABASE) -> str:
+        """Direct (not pooled) conninfo of the application role, owner of database ``spark``."""
+        return self.dsn(dbname, self.app_user)
+
+
+class PostgresProcess(ServiceProcess):
+    """The postmaster, stopped with a *fast* shutdown.
+
+    SIGTERM is PostgreSQL's *smart* shutdown, which waits for every client to leave; a sandbox
+    with an idle-in-transaction session (the ``long_running_query`` defect) would then always
+    hit the SIGKILL fallback and leave shared memory and a stale pidfile behind.
+    """
+
+    def stop(self, timeout: float = 5.0) -> None:
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            try:
+                os.kill(proc.pid, signal.SIGINT)
+                proc.wait(timeout)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
+        super().stop(timeout)
+
+
+def postgres_run_dir(prefix: str = "spark-sandbox-") -> Path:
+    """A fresh directory under the system temp dir that the ``postgres`` user can reach."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    chown_to_service_user(path)
+    return path
+
+
+def chown_to_service_user(path: Path) -> None:
+    """Give ``path`` to the ``postgres`` user when running as root (initdb refuses root)."""
+    if os.geteuid() != 0:
+        return
+    entry = pwd.getpwnam(SERVICE_USER)
+    os.chown(path, entry.pw_uid, entry.pw_gid)
+
+
+def require_service_user_access(directory: Path) -> None:
+    """Fail early and clearly when ``postgres`` cannot write ``directory``.
+
+    Owning the directory is not enough: every parent must be searchable by ``postgres``, and
+    pytest's ``tmp_path`` sits under a 0700 root-owned directory.
+    """
+    if os.geteuid() != 0:
+        return
+    argv = ["test", "-w", str(directory)]
+    result = subprocess.run(argv, check=False, timeout=10, **run_as(SERVICE_USER))
+    if result.returncode != 0:
+        raise ServiceStartError(
+            "postgres",
+            argv,
+            f"the {SERVICE_USER!r} user cannot write {directory}: a parent directory is not "
+            f"searchable by it; start from a run dir made by postgres_run_dir()",
+            "",
+        )
+
+
+def socket_dir_or_off(directory: Path, port: int) -> str:
+    """The run dir for unix sockets, or '' (no socket) when its path would be too long."""
+    socket_path = directory / f".s.PGSQL.{port}"
+    return str(directory) if len(str(socket_path)) <= UNIX_SOCKET_PATH_MAX else ""
+
+
+def start_postgres(
+    run_dir: Path, *, ready_timeout: float = 15.0
+) -> tuple[ServiceProcess, Postgres]:
+    """initdb a cluster in ``run_dir/postgres``, start it, create ``spark_app`` and ``spark``."""
+    base = run_dir / "postgres"
+    data_dir = base / "data"
+    wal_archive = run_dir / "wal_archive"
+    for directory in (run_dir, base, wal_archive):
+        directory.mkdir(parents=True, exist_ok=True)
+        chown_to_service_user(directory)
+    require_service_user_access(base)
+    log_path = run_dir / "logs" / "postgres.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    initdb(data_dir, log_path)
+
+    port = free_port(HOST)
+    write_server_config(
+        data_dir, port=port, socket_dir=socket_dir_or_off(base, port), wal_archive=wal_archive
+    )
+    pg = Postgres(HOST, port, SERVICE_USER, data_dir, wal_archive)
+    proc = PostgresProcess(
+        "postgres",
+        [str(PG_BIN / "postgres"), "-D", str(data_dir)],
+        log_path=log_path,
+        ready=lambda: accepts_queries(pg),
+        ready_timeout=ready_timeout,
+        user=SERVICE_USER,
+    )
+    proc.start()
+    try:
+        create_app_role_and_database(pg)
+    except BaseException:
+        proc.stop()
+        raise
+    return proc, pg
+
+
+def initdb(data_dir: Path, log_path: Path) -> None:
+    """Create the cluster; ``--no-sync`` because a sandbox cluster never outlives its run."""
+    argv = [
+        str(PG_BIN / "initdb"),
+        "-D", str(data_dir),
+        "-U", SERVICE_USER,
+        "-E", "UTF8",
+        "--locale=C",
+        "--no-sync",
+        "--no-instructions",
+        "-A", "trust",
+    ]  # fmt: skip
+    with open(log_path, "ab") as log:
+        try:
+            result = subprocess.run(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                timeout=60,
+                check=False,
+                **run_as(SERVICE_USER),
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise ServiceStartError("postgres", argv, f"initdb: {exc}", tail(log_path)) from exc
+    if result.returncode != 0:
+        raise ServiceStartError(
+            "postgres", argv, f"initdb exited with code {result.returncode}", tail(log_path)
+        )
+
+
+def write_server_config(data_dir: Path, *, port: int, socket_dir: str, wal_archive: Path) -> None:
+    """Loopback only, WAL archived for the PITR drill, durability traded for start-up speed."""
+    archive_to = f"{wal_archive}/%f"
+    settings = {
+        "listen_addresses": HOST,
+        "port": str(port),
+        "unix_socket_directories": socket_dir,
+        "wal_level": "replica",
+        "archive_mode": "on",
+        "archive_command": f'test ! -f "{archive_to}" && cp %p "{archive_to}"',
+        # The cluster is thrown away after the run and a crash means a fresh initdb, so the
+        # flushes that protect against power loss buy nothing here and cost seconds.
+        "fsync": "off",
+        "synchronous_commit": "off",
+        "full_page_writes": "off",
+        "max_connections": "100",
+        "shared_buffers": "32MB",
+        "log_line_prefix": "%m [%p] %q%u@%d ",
+        "log_min_messages": "warning",
+    }
+    lines = [f"{key} = '{value}'" for key, value in settings.items()]
+    with open(data_dir / "postgresql.conf", "a") as conf:
+        conf.write("\n# spark sandbox\n" + "\n".join(lines) + "\n")
+    # The superuser stays on trust (local only); everyone else must present a password.
+    (data_dir / "pg_hba.conf").write_text(
+        "local all postgres trust\n"
+        "host  all postgres 127.0.0.1/32 trust\n"
+        "local all all scram-sha-256\n"
+        "host  all all 127.0.0.1/32 scram-sha-256\n"
+    )
+
+
+def accepts_queries(pg: Postgres) -> bool:
+    import psycopg
+
+    with psycopg.connect(pg.dsn("postgres"), connect_timeout=2) as conn:
+        return conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def create_app_role_and_database(pg: Postgres) -> None:
+    """``spark_app`` owns ``spark``, so migrations run as the app role own what they create."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(pg.dsn("postgres"), autocommit=True, connect_timeout=5) as conn:
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                sql.Identifier(pg.app_user), sql.Literal(pg.app_password)
+            )
+        )
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                sql.Identifier(pg.database), sql.Identifier(pg.app_user)
+            )
+        )
+    # Tables a superuser creates (a migration run with the superuser DSN) stay usable by the app.
+    with psycopg.connect(pg.dsn(pg.database), autocommit=True, connect_timeout=5) as conn:
+        for objects in ("TABLES", "SEQUENCES"):
+            conn.execute(
+                sql.SQL(
+                    "ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA public GRANT ALL ON {} TO {}"
+                ).format(
+                    sql.Identifier(pg.superuser), sql.SQL(objects), sql.Identifier(pg.app_user)
+                )
+            )
+
+
+def remove_run_dir(run_dir: Path) -> None:
+    """Delete a stopped sandbox's run dir (cluster, archive, logs)."""
+    shutil.rmtree(run_dir, ignore_errors=True)

@@ -1,0 +1,197 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from services_support import assert_stopped
+
+from spark_sandbox.services.alert_sink import AlertSink, start_alert_sink
+from spark_sandbox.services.ports import free_port
+from spark_sandbox.services.process import ServiceProcess, ServiceStartError
+from spark_sandbox.services.prometheus import (
+    Alertmanager,
+    render_prometheus_config,
+    start_alertmanager,
+    start_prometheus,
+    write_config,
+)
+
+DELIVERY_DEADLINE = 20.0
+
+
+def wait_for(what: str, probe: Callable[[], Any], timeout: float = DELIVERY_DEADLINE) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = probe()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            pytest.fail(f"{what} did not happen within {timeout:.0f} s")
+        time.sleep(0.1)
+
+
+def http_json(url: str, body: object | None = None) -> Any:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(
+        url, data=data, headers={"Content-Type": "application/json"} if data else {}
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return json.loads(response.read() or b"null")
+
+
+@pytest.fixture
+def sink(run_dir: Path) -> Iterator[tuple[ServiceProcess, AlertSink]]:
+    proc, sink = start_alert_sink(run_dir)
+    try:
+        yield proc, sink
+    finally:
+        proc.stop()
+
+
+@pytest.fixture
+def alertmanager(
+    run_dir: Path, sink: tuple[ServiceProcess, AlertSink]
+) -> Iterator[tuple[ServiceProcess, Alertmanager]]:
+    proc, am = start_alertmanager(run_dir, sink[1].webhook_url)
+    try:
+        yield proc, am
+    finally:
+        proc.stop()
+
+
+def test_sink_records_posted_alerts_with_receive_time(
+    sink: tuple[ServiceProcess, AlertSink],
+) -> None:
+    _, alert_sink = sink
+    payload = {"receiver": "alert_sink", "alerts": [{"labels": {"alertname": "Probe"}}]}
+    assert http_json(alert_sink.webhook_url, payload) == {"recorded": 1}
+    [alert] = alert_sink.received()
+    assert alert["labels"] == {"alertname": "Probe"}
+    assert alert["receiver"] == "alert_sink"
+    assert abs(alert["receivedAtUnix"] - time.time()) < 60
+
+
+def test_alertmanager_delivers_to_the_sink(
+    sink: tuple[ServiceProcess, AlertSink], alertmanager: tuple[ServiceProcess, Alertmanager]
+) -> None:
+    _, alert_sink = sink
+    _, am = alertmanager
+    alert = {"labels": {"alertname": "ReleaseGateProbe", "severity": "page"}}
+    http_json(f"{am.url}/api/v2/alerts", [alert])
+    delivered = wait_for(
+        "delivery from Alertmanager to the sink",
+        lambda: [a for a in alert_sink.received() if a["labels"] == alert["labels"]],
+    )
+    assert delivered[0]["status"] == "firing"
+
+
+def test_prometheus_scrapes_and_its_alert_reaches_the_sink(
+    run_dir: Path,
+    sink: tuple[ServiceProcess, AlertSink],
+    alertmanager: tuple[ServiceProcess, Alertmanager],
+) -> None:
+    _, alert_sink = sink
+    _, am = alertmanager
+    rules = write_config(
+        run_dir / "prometheus" / "rules.yml",
+        json.dumps(
+            {
+                "groups": [
+                    {
+                        "name": "sandbox",
+                        "rules": [{"alert": "SandboxAlwaysFiring", "expr": "vector(1)"}],
+                    }
+                ]
+            }
+        ),
+    )
+    port = free_port()
+    config = write_config(
+        run_dir / "prometheus" / "prometheus.yml",
+        render_prometheus_config(
+            {"prometheus": [f"127.0.0.1:{port}"], "alertmanager": [am.address]},
+            rule_files=[rules],
+            alertmanager=am.address,
+        ),
+    )
+    proc, prom = start_prometheus(run_dir, config, port=port)
+    pid = proc.pid
+    assert pid is not None
+    try:
+
+        def targets_up() -> bool:
+            query = f"{prom.url}/api/v1/query?query=up"
+            result = http_json(query)["data"]["result"]
+            return {r["metric"]["job"]: r["value"][1] for r in result} == {
+                "prometheus": "1",
+                "alertmanager": "1",
+            }
+
+        wait_for("both scrape targets up", targets_up)
+        wait_for(
+            "SandboxAlwaysFiring at the sink",
+            lambda: [
+                a
+                for a in alert_sink.received()
+                if a["labels"].get("alertname") == "SandboxAlwaysFiring"
+            ],
+        )
+    finally:
+        proc.stop()
+    assert_stopped(pid, prom.port)
+
+
+def test_executors_stop_clean(run_dir: Path) -> None:
+    sink_proc, alert_sink = start_alert_sink(run_dir)
+    am_proc, am = start_alertmanager(run_dir, alert_sink.webhook_url)
+    pids = [sink_proc.pid, am_proc.pid]
+    am_proc.stop()
+    sink_proc.stop()
+    for pid, port in zip(pids, (alert_sink.port, am.port), strict=True):
+        assert pid is not None
+        assert_stopped(pid, port)
+
+
+def test_bad_prometheus_config_is_a_start_error_with_the_log(run_dir: Path) -> None:
+    config = write_config(run_dir / "prometheus" / "prometheus.yml", '{"global": {"nope": 1}}')
+    with pytest.raises(ServiceStartError) as failure:
+        start_prometheus(run_dir, config)
+    assert failure.value.name == "prometheus"
+    assert "nope" in failure.value.log_tail
+
+
+def test_rendered_prometheus_config_passes_promtool(run_dir: Path) -> None:
+    rules = write_config(
+        run_dir / "prometheus" / "rules.yml",
+        json.dumps({"groups": [{"name": "g", "rules": [{"alert": "A", "expr": "vector(1)"}]}]}),
+    )
+    text = render_prometheus_config(
+        {"spark-api": ["127.0.0.1:8001"], "pgbouncer": ["127.0.0.1:8002"]},
+        rule_files=[rules],
+        alertmanager="127.0.0.1:8003",
+        metrics_paths={"spark-api": "/metrics/"},
+    )
+    config = write_config(run_dir / "prometheus" / "prometheus.yml", text)
+    checked = subprocess.run(
+        ["promtool", "check", "config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    jobs = {job["job_name"]: job["metrics_path"] for job in json.loads(text)["scrape_configs"]}
+    assert jobs == {"spark-api": "/metrics/", "pgbouncer": "/metrics"}
+
+
+def test_bad_alertmanager_config_is_a_start_error_with_the_log(run_dir: Path) -> None:
+    with pytest.raises(ServiceStartError) as failure:
+        start_alertmanager(run_dir, "ftp://127.0.0.1/alerts")
+    assert failure.value.name == "alertmanager"
+    assert "ftp" in failure.value.log_tail
