@@ -1,0 +1,206 @@
+"""The ``ops`` layer defects: a deployment whose operational artefacts are quietly wrong.
+
+The gate reads the ops artefacts a deployment serves (``Endpoints.ops_dir``) and the live
+Prometheus and Alertmanager. Each defect here breaks exactly one of those properties:
+
+- ``no_6h_burn_alert``: the ops dir is a copy whose Prometheus rules lack the 6 h / 30 m
+  burn-rate alert, so Prometheus loads only the fast-burn page.
+- ``dashboard_variable_without_default``: the ops dir is a copy in which one Grafana template
+  variable has lost its ``current`` value, so its panels have nothing to query with.
+- ``scrape_target_down``: the ``alertmanager`` scrape job points at a port nobody listens on;
+  the orchestrator asks :func:`down_scrape_job`. Alertmanager itself keeps running, and the
+  job was chosen because no other check reads its metrics (the PgBouncer exporter's feed the
+  saturation rules and the baseline, so withholding it would break more than B6).
+- ``silenced_release_alert``: an active Alertmanager silence matches a release alert;
+  :func:`silence_release_alert` creates it once Alertmanager is up.
+
+A defect whose artefact is missing is a :class:`OpsDefectError` naming the file it needs,
+never a healthy-looking sandbox. ``$SPARK_SANDBOX_OPS_DIR`` replaces the repo's ``ops/`` as
+the source (a candidate change of the artefacts, or a test's own).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Collection
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+OPS_DIR = Path(__file__).resolve().parent.parent / "ops"
+# Serve another ops dir (a candidate change, or a test's own artefacts) instead of the repo's.
+OPS_DIR_ENV = "SPARK_SANDBOX_OPS_DIR"
+
+NO_6H_BURN_ALERT = "no_6h_burn_alert"
+DASHBOARD_VARIABLE_WITHOUT_DEFAULT = "dashboard_variable_without_default"
+SCRAPE_TARGET_DOWN = "scrape_target_down"
+SILENCED_RELEASE_ALERT = "silenced_release_alert"
+
+# Defects that need a changed copy of the ops dir rather than the repo's own.
+COPYING_DEFECTS = frozenset({NO_6H_BURN_ALERT, DASHBOARD_VARIABLE_WITHOUT_DEFAULT})
+
+# A 6 h window in PromQL: a range selector `[6h]` or a recording-rule name like `rate6h`.
+SIX_HOUR_WINDOW = re.compile(r"\b6h\b|rate6h\b|_6h\b")
+SILENCE_HOURS = 24
+
+
+class OpsDefectError(RuntimeError):
+    """An ops defect cannot be applied because the artefact it changes is not there."""
+
+
+def rule_files(ops_dir: Path) -> list[Path]:
+    """The Prometheus rule files a deployment of ``ops_dir`` loads, in a stable order.
+
+    A promtool unit-test file (top-level ``tests:``) kept next to the rules is not a rule file:
+    Prometheus would refuse to start on it.
+    """
+    import yaml
+
+    found = []
+    for path in sorted((ops_dir / "prometheus" / "rules").glob("*.yml")):
+        try:
+            document = yaml.safe_load(path.read_text())
+        except yaml.YAMLError:
+            document = None  # Prometheus itself reports a broken rule file, with its line
+        if not (isinstance(document, dict) and "tests" in document):
+            found.append(path)
+    return found
+
+
+def dashboards(ops_dir: Path) -> list[Path]:
+    """The Grafana dashboards (JSON models) of ``ops_dir``."""
+    return sorted((ops_dir / "grafana").glob("*.json"))
+
+
+def ops_source() -> Path:
+    """The ops dir a healthy deployment serves: ``$SPARK_SANDBOX_OPS_DIR`` or the repo's."""
+    override = os.environ.get(OPS_DIR_ENV)
+    return Path(override).resolve() if override else OPS_DIR
+
+
+def prepare_ops_dir(defects: Collection[str], run_dir: Path, source: Path | None = None) -> Path:
+    """The ops dir this deployment serves: ``source`` (default: the repo's ``ops/``) itself,
+    or a changed copy in ``run_dir``."""
+    source = source or ops_source()
+    wanted = COPYING_DEFECTS & set(defects)
+    if not wanted:
+        return source
+    # Checked on the source, so that the error names the artefact missing from the repo.
+    if NO_6H_BURN_ALERT in wanted and not rule_files(source):
+        raise OpsDefectError(
+            f"{NO_6H_BURN_ALERT} needs Prometheus rule files in {source / 'prometheus/rules'}"
+        )
+    if DASHBOARD_VARIABLE_WITHOUT_DEFAULT in wanted and not dashboards(source):
+        raise OpsDefectError(
+            f"{DASHBOARD_VARIABLE_WITHOUT_DEFAULT} needs a dashboard in {source / 'grafana'}"
+        )
+    copy = run_dir / "ops"
+    shutil.copytree(source, copy)
+    if NO_6H_BURN_ALERT in wanted:
+        drop_6h_burn_alert(copy)
+    if DASHBOARD_VARIABLE_WITHOUT_DEFAULT in wanted:
+        drop_dashboard_variable_default(copy)
+    return copy
+
+
+def drop_6h_burn_alert(ops_dir: Path) -> list[str]:
+    """Remove every alerting rule whose expression uses a 6 h window; returns their names."""
+    import yaml
+
+    files = rule_files(ops_dir)
+    if not files:
+        raise OpsDefectError(
+            f"{NO_6H_BURN_ALERT} needs Prometheus rule files in {ops_dir / 'prometheus/rules'}"
+        )
+    removed: list[str] = []
+    for path in files:
+        document = yaml.safe_load(path.read_text()) or {}
+        changed = False
+        for group in document.get("groups", []):
+            kept = []
+            for rule in group.get("rules", []):
+                if "alert" in rule and SIX_HOUR_WINDOW.search(str(rule.get("expr", ""))):
+                    removed.append(str(rule["alert"]))
+                    changed = True
+                else:
+                    kept.append(rule)
+            group["rules"] = kept
+        if changed:
+            path.write_text(yaml.safe_dump(document, sort_keys=False))
+    if not removed:
+        raise OpsDefectError(
+            f"{NO_6H_BURN_ALERT}: no alerting rule with a 6h window in "
+            f"{', '.join(p.name for p in files)}"
+        )
+    return removed
+
+
+def drop_dashboard_variable_default(ops_dir: Path) -> str:
+    """Remove the ``current`` default of the first template variable that has one."""
+    found = dashboards(ops_dir)
+    if not found:
+        raise OpsDefectError(
+            f"{DASHBOARD_VARIABLE_WITHOUT_DEFAULT} needs a dashboard in {ops_dir / 'grafana'}"
+        )
+    for path in found:
+        dashboard = json.loads(path.read_text())
+        # Exported dashboards sometimes wrap the model in {"dashboard": {...}}.
+        model = dashboard.get("dashboard", dashboard)
+        for variable in model.get("templating", {}).get("list", []):
+            if "current" in variable:
+                del variable["current"]
+                path.write_text(json.dumps(dashboard, indent=2) + "\n")
+                return f"{path.name}:{variable.get('name', '?')}"
+    raise OpsDefectError(
+        f"{DASHBOARD_VARIABLE_WITHOUT_DEFAULT}: no template variable with a default in "
+        f"{', '.join(p.name for p in found)}"
+    )
+
+
+def down_scrape_job(defects: Collection[str]) -> str | None:
+    """The scrape job whose target must read as down, or None on a healthy deployment."""
+    return "alertmanager" if SCRAPE_TARGET_DOWN in defects else None
+
+
+def release_alert_name(ops_dir: Path) -> str:
+    """The alert a release depends on most: a burn-rate page if present, else the first alert."""
+    import yaml
+
+    names: list[str] = []
+    for path in rule_files(ops_dir):
+        document = yaml.safe_load(path.read_text()) or {}
+        for group in document.get("groups", []):
+            names.extend(str(r["alert"]) for r in group.get("rules", []) if "alert" in r)
+    if not names:
+        raise OpsDefectError(
+            f"{SILENCED_RELEASE_ALERT} needs alerting rules in {ops_dir / 'prometheus/rules'}"
+        )
+    burn = [n for n in names if "burn" in n.lower()]
+    return (burn or names)[0]
+
+
+def silence_release_alert(alertmanager_url: str, ops_dir: Path, timeout: float = 5.0) -> str:
+    """Create an active silence on a release alert through Alertmanager's API; its id."""
+    import httpx
+
+    now = datetime.now(UTC)
+    silence: dict[str, Any] = {
+        "matchers": [
+            {
+                "name": "alertname",
+                "value": release_alert_name(ops_dir),
+                "isRegex": False,
+                "isEqual": True,
+            }
+        ],
+        "startsAt": now.isoformat(),
+        "endsAt": (now + timedelta(hours=SILENCE_HOURS)).isoformat(),
+        "createdBy": "release-train",
+        "comment": "muted during the maintenance window and never lifted",
+    }
+    response = httpx.post(f"{alertmanager_url}/api/v2/silences", json=silence, timeout=timeout)
+    response.raise_for_status()
+    return str(response.json()["silenceID"])

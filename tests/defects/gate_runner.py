@@ -1,0 +1,71 @@
+"""Run the gate on the sandbox, with or without a seeded defect, and read its bundle.
+
+Shared by the defect matrix: each case is a separate gate run (``python -m pytest``) of the
+suites that measure the items under test, against a sandbox started with the defect.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+# A sandbox start (~7 s) plus the slowest deliberate waits of a suite fit with room to spare.
+RUN_TIMEOUT_S = 240.0
+STOP_GRACE_S = 30.0
+
+
+def run_gate(
+    suites: Sequence[str], marker: str, defect: str | None, evidence_dir: Path
+) -> tuple[int, str]:
+    """The suites as a gate run; stopped with SIGINT (so the sandbox is torn down) when it
+    overruns, then killed."""
+    argv = [sys.executable, "-m", "pytest", *suites, "-m", marker]
+    if defect:
+        argv += ["--spark-sandbox-defect", defect]
+    argv += ["--spark-evidence-dir", str(evidence_dir), "-p", "no:cacheprovider"]
+    # Its own state dir: a sandbox someone left running with `sandbox up` is never reused.
+    env = {**os.environ, "SPARK_SANDBOX_STATE_DIR": str(evidence_dir / "state")}
+    env.pop("PYTEST_XDIST_WORKER", None)
+    proc = subprocess.Popen(
+        argv,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        output, _ = proc.communicate(timeout=RUN_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)
+        try:
+            output, _ = proc.communicate(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            output, _ = proc.communicate(timeout=STOP_GRACE_S)
+        pytest.fail(f"gate run with defect {defect} overran {RUN_TIMEOUT_S:g} s:\n{output[-4000:]}")
+    return proc.returncode, output
+
+
+def read_bundle(evidence_dir: Path) -> tuple[dict[str, object], list[dict[str, object]]]:
+    [verdict_path] = evidence_dir.glob("dev/*/verdict.json")
+    checks = [
+        json.loads(line)
+        for line in (verdict_path.parent / "checks.jsonl").read_text().splitlines()
+        if line.strip()
+    ]
+    return json.loads(verdict_path.read_text()), checks
+
+
+def failed_sub_checks(checks: list[dict[str, object]]) -> set[str]:
+    """Test function names (parameters included) that did not pass."""
+    return {str(c["nodeid"]).rpartition("::")[2] for c in checks if c.get("outcome") != "passed"}

@@ -1,0 +1,70 @@
+"""Every seeded B4 and B9 defect breaks exactly its sub-checks, and the healthy sandbox passes.
+
+Each case runs the B4 and B9 suites in a separate gate run (``python -m pytest``) against a
+sandbox started with the defect, then reads the signed bundle's ``verdict.json`` and
+``checks.jsonl``. This is the proof that each check can fail (a check that cannot fail is no
+check).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from gate_runner import failed_sub_checks, read_bundle, run_gate
+
+from spark_sandbox.defects import DEFECTS
+
+SUITES = [
+    "suites/blind_spots/test_b4_decimal.py",
+    "suites/blind_spots/test_b9_supply_chain.py",
+]
+ITEMS = ("B4", "B9")
+
+# defect -> (the item it breaks, the sub-checks (test names) that must fail and no others)
+EXPECTED: dict[str, tuple[str, frozenset[str]]] = {
+    # Half-up rounding shows in every half-way case the API computes: commission and average.
+    "half_up_rounding": (
+        "B4",
+        frozenset({"test_commission_rounds_half_even", "test_average_price_rounds_half_even"}),
+    ),
+    "tick_misaligned_accepted": (
+        "B4",
+        frozenset({"test_misaligned_prices_rejected_naming_the_tick"}),
+    ),
+    "denied_license": ("B9", frozenset({"test_every_licence_known_and_allowed"})),
+}
+
+
+def test_expected_table_matches_the_defect_registry() -> None:
+    for name, (item, _) in EXPECTED.items():
+        assert item in DEFECTS[name].breaks, name
+        # Other items a defect breaks (M1, M2) are not measured by these suites.
+        assert not set(DEFECTS[name].breaks) & (set(ITEMS) - {item}), name
+    assert {d.name for d in DEFECTS.values() if set(d.breaks) & set(ITEMS)} == set(EXPECTED)
+
+
+@pytest.mark.parametrize("defect", [None, *EXPECTED], ids=lambda d: d or "healthy")
+def test_defect_breaks_exactly_its_sub_checks(defect: str | None, tmp_path: Path) -> None:
+    code, output = run_gate(SUITES, "blind_spot", defect, tmp_path)
+    tail = output[-4000:]
+    verdict, checks = read_bundle(tmp_path)
+    items = verdict["items"]
+    assert isinstance(items, dict)
+    failed = failed_sub_checks(checks)
+    assert code == 1, f"exit code {code} (the blind_spot gate is NO-GO while others are MISSING)"
+    if defect is None:
+        assert failed == set(), f"healthy sandbox failed {failed}:\n{tail}"
+        for item in ITEMS:
+            assert items[item]["status"] == "PASSED", f"{item}: {items[item]}\n{tail}"
+        bundle = next(tmp_path.glob("dev/*/verdict.json")).parent
+        for ritual in ("sbom_dev.json", "build_provenance_dev.json"):
+            assert (bundle / ritual).is_file(), f"{ritual} missing from the bundle:\n{tail}"
+        return
+    broken, sub_checks = EXPECTED[defect]
+    assert failed == set(sub_checks), f"{defect}: failing sub-checks {failed}:\n{tail}"
+    assert items[broken]["status"] == "FAILED", f"{broken}: {items[broken]}\n{tail}"
+    reason = str(items[broken]["reason"])
+    assert any(f"::{name}" in reason for name in sub_checks), f"{broken} reason: {reason}"
+    for item in set(ITEMS) - {broken}:
+        assert items[item]["status"] == "PASSED", f"{item}: {items[item]}\n{tail}"

@@ -1,0 +1,591 @@
+"""The sandbox orchestrator end to end: start, health, stop, failure, CLI, state, ops defects.
+
+Each full start runs the real stack (PostgreSQL, PgBouncer, Prometheus, ...), so the tests
+share one healthy sandbox per module and keep the other starts to the few that need their own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from spark_sandbox import ops_defects
+from spark_sandbox.sandbox import (
+    RUN_RECORD,
+    STATE_FILE,
+    Endpoints,
+    Plan,
+    Sandbox,
+    find_running,
+    group_members,
+    process_start_time,
+    reap_stale_runs,
+    redact,
+)
+from spark_sandbox.services.process import ServiceProcess, ServiceStartError
+
+REPO = Path(__file__).resolve().parents[2]
+SCRAPE_JOBS = {
+    "spark-api",
+    "spark-outbox",
+    "spark-consumer",
+    "pgbouncer",
+    "prometheus",
+    "alertmanager",
+}
+OPS_DEFECTS = (
+    "no_6h_burn_alert",
+    "dashboard_variable_without_default",
+    "scrape_target_down",
+    "silenced_release_alert",
+)
+BURN_RULES = """\
+groups:
+- name: slo-burn
+  rules:
+  - alert: OrderApiBurnRateFast
+    expr: slo:errors:ratio_rate1h > 14.4 * 0.001 and slo:errors:ratio_rate5m > 14.4 * 0.001
+    labels: {severity: page}
+  - alert: OrderApiBurnRateSlow
+    expr: slo:errors:ratio_rate6h > 6 * 0.001 and slo:errors:ratio_rate30m > 6 * 0.001
+    labels: {severity: page}
+  - record: slo:errors:ratio_rate6h
+    expr: sum(rate(errors[6h])) / sum(rate(requests[6h]))
+"""
+DASHBOARD = {
+    "title": "Spark orders",
+    "templating": {"list": [{"name": "instance", "current": {"text": "all", "value": "$__all"}}]},
+}
+
+
+def write_ops_dir(source: Path) -> Path:
+    """An ops dir with the artefacts the ops defects change: burn-rate rules, a dashboard."""
+    (source / "prometheus" / "rules").mkdir(parents=True)
+    (source / "prometheus" / "rules" / "slo.yml").write_text(BURN_RULES)
+    (source / "grafana").mkdir()
+    (source / "grafana" / "orders.json").write_text(json.dumps(DASHBOARD))
+    shutil.copy(REPO / "ops" / "flags.toml", source / "flags.toml")
+    return source
+
+
+# Waits in these tests poll a live service; the bound is generous because the machine is shared.
+POLL_SECONDS = 30.0
+
+
+def public_run_root(prefix: str) -> Path:
+    """A run root the postgres user can reach (pytest's tmp_path is private to root)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture(scope="module")
+def healthy() -> Iterator[tuple[Sandbox, Endpoints]]:
+    root = public_run_root("spark-sandbox-healthy-")
+    sandbox = Sandbox(run_root=root)
+    try:
+        endpoints = sandbox.start()
+        yield sandbox, endpoints
+        sandbox.stop()
+        assert_nothing_left(endpoints)  # stop() of a whole, healthy sandbox
+    finally:
+        sandbox.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def run_root() -> Iterator[Path]:
+    root = public_run_root("spark-sandbox-test-")
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def recorded_ports(endpoints: Endpoints) -> set[int]:
+    """Every TCP port an endpoint names (URLs, host:port pairs and DSN ``port=`` fields)."""
+    ports = set()
+    for value in endpoints.to_dict().values():
+        text = str(value)
+        for marker in ("127.0.0.1:", "port="):
+            for part in text.split(marker)[1:]:
+                digits = "".join(c for c in part[:6] if c.isdigit())
+                if digits:
+                    ports.add(int(digits))
+    return ports
+
+
+def listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def assert_nothing_left(endpoints: Endpoints) -> None:
+    """No recorded pid, none of their process groups, no recorded port, no run dir."""
+    for name, pid in endpoints.pids.items():
+        assert process_start_time(pid) is None, f"{name} (pid {pid}) still runs"
+        assert group_members(pid) == [], f"{name}'s process group {pid} still has members"
+    tcp = {p for p in recorded_ports(endpoints) if listening(p)}
+    assert tcp == set(), f"ports still listening: {sorted(tcp)}"
+    assert not endpoints.run_dir.exists()
+
+
+def sntp_reply(server: str) -> bytes:
+    """One SNTP client request (mode 3) to ``host:port``; the raw 48-byte reply."""
+    host, port = server.rsplit(":", 1)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(2.0)
+        sock.sendto(b"\x23" + 47 * b"\0", (host, int(port)))
+        return sock.recvfrom(512)[0]
+
+
+def poll(check: Any, what: str) -> Any:
+    """The first truthy value of ``check()`` within POLL_SECONDS, else a failure naming it."""
+    deadline = time.monotonic() + POLL_SECONDS
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} did not happen within {POLL_SECONDS:.0f} s")
+        time.sleep(0.25)
+
+
+def prometheus_targets(endpoints: Endpoints) -> dict[str, str]:
+    """Scrape job -> health of its one target, as Prometheus sees them."""
+    body = httpx.get(f"{endpoints.prometheus_url}/api/v1/targets", timeout=5).json()
+    return {t["labels"]["job"]: t["health"] for t in body["data"]["activeTargets"]}
+
+
+# -- the healthy sandbox ------------------------------------------------------------------------
+
+
+def test_every_service_answers_its_health_endpoint(healthy: tuple[Sandbox, Endpoints]) -> None:
+    _, ep = healthy
+    for url in (
+        f"{ep.api_url}/health",
+        f"{ep.third_party_origin}/health",
+        f"{ep.alert_sink_url}/health",
+        f"{ep.prometheus_url}/-/ready",
+        f"{ep.alertmanager_url}/-/ready",
+    ):
+        assert httpx.get(url, timeout=5).status_code == 200, url
+    proxies = httpx.get(f"{ep.toxiproxy_url}/proxies", timeout=5).json()
+    assert set(proxies) == {"spark_api", "spark_db", "spark_feed", "spark_consumer"}
+    assert all(p["enabled"] for p in proxies.values())
+    with psycopg.connect(ep.postgres_dsn, connect_timeout=5) as conn:
+        applied = conn.execute("SELECT count(*) FROM _prisma_migrations").fetchone()
+    assert applied is not None and applied[0] >= 1
+    for dsn in (ep.app_dsn, ep.listen_dsn):
+        with psycopg.connect(dsn, connect_timeout=5, prepare_threshold=None) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    with psycopg.connect(
+        ep.pgbouncer_admin_dsn, autocommit=True, prepare_threshold=None, connect_timeout=5
+    ) as conn:
+        pools = {row[0] for row in conn.execute("SHOW DATABASES").fetchall()}
+    assert {"spark", "spark_listen"} <= pools
+    reply = sntp_reply(ep.ntp_server)
+    assert len(reply) >= 48 and reply[0] & 0x7 == 4  # mode 4: a server answered
+    assert struct.unpack("!I", reply[40:44])[0] > 0  # it filled in its transmit time
+
+
+def test_prometheus_scrapes_every_expected_job_and_all_are_up(
+    healthy: tuple[Sandbox, Endpoints],
+) -> None:
+    _, ep = healthy
+    targets = poll(
+        lambda: (t := prometheus_targets(ep)) and set(t.values()) == {"up"} and t,
+        "every scrape target up",
+    )
+    assert set(targets) == SCRAPE_JOBS
+
+
+def test_alertmanager_routes_the_release_receivers_to_the_alert_sink(
+    healthy: tuple[Sandbox, Endpoints],
+) -> None:
+    import yaml
+
+    _, ep = healthy
+    release = yaml.safe_load((ep.ops_dir / "alertmanager.yml").read_text())
+    status = httpx.get(f"{ep.alertmanager_url}/api/v2/status", timeout=5).json()
+    live = yaml.safe_load(status["config"]["original"])
+    assert [r["name"] for r in live["receivers"]] == [r["name"] for r in release["receivers"]]
+    urls = {w["url"] for r in live["receivers"] for w in r.get("webhook_configs", [])}
+    assert urls == {f"{ep.alert_sink_url}/alerts"}
+
+
+def test_endpoints_survive_a_json_round_trip(healthy: tuple[Sandbox, Endpoints]) -> None:
+    _, ep = healthy
+    assert Endpoints.from_dict(json.loads(json.dumps(ep.to_dict()))) == ep
+    assert ep.ops_dir == REPO / "ops"
+    assert ep.defects == ()
+    assert {"postgres", "pgbouncer", "api", "prometheus", "alertmanager"} <= set(ep.pids)
+    record = json.loads((ep.run_dir / RUN_RECORD).read_text())
+    assert record["owner_pid"] == os.getpid() and record["detached"] is False
+
+
+# -- start failures, a second sandbox, ops defects -----------------------------------------------
+
+
+class ApiThatCannotStart(Sandbox):
+    """The API exits at once with a message, after the database tier is already up."""
+
+    stopped_pids: tuple[int, ...] = ()
+
+    def stop(self) -> None:
+        self.stopped_pids = tuple(s.pid for _, s in self._services if s.pid is not None)
+        super().stop()
+
+    def _start_api(self, plan: Plan) -> None:
+        argv = [
+            sys.executable,
+            "-c",
+            "print('api: cannot bind the order book'); raise SystemExit(3)",
+        ]
+        service = ServiceProcess(
+            "api", argv, log_path=plan.run_dir / "logs" / "api.log", ready=lambda: False
+        )
+        self._spawn(plan, "api", service, "nowhere")
+
+
+def test_a_service_that_fails_raises_with_its_log_and_leaves_nothing(run_root: Path) -> None:
+    lines: list[str] = []
+    sandbox = ApiThatCannotStart(run_root=run_root, progress=lines.append)
+    with pytest.raises(ServiceStartError) as raised:
+        sandbox.start()
+    assert raised.value.name == "api"
+    assert "cannot bind the order book" in str(raised.value)
+    assert "exited early with code 3" in str(raised.value)
+    started = [line.split()[0] for line in lines if " ready on " in line]
+    assert "postgres" in started  # the failure came after something was really running
+    assert list(run_root.iterdir()) == []
+    assert len(sandbox.stopped_pids) >= 3
+    for pid in sandbox.stopped_pids:
+        assert group_members(pid) == [], f"process group {pid} outlived the failed start"
+
+
+def assert_ops_defects_show(bad: Endpoints, source: Path) -> None:
+    """Each ops defect's broken property, seen directly, against the ops dir it came from."""
+    # no_6h_burn_alert: the served rules lack the 6 h burn-rate alert, the source keeps it.
+    assert bad.ops_dir == bad.run_dir / "ops"
+    assert burn_windows(source) == {"1h", "6h"}
+    assert burn_windows(bad.ops_dir) == {"1h"}
+    loaded = loaded_alert_exprs(bad)
+    assert loaded and not any(ops_defects.SIX_HOUR_WINDOW.search(e) for e in loaded)
+
+    # dashboard_variable_without_default: one variable lost its `current`.
+    assert variables_without_default(bad.ops_dir) == ["orders.json:instance"]
+    assert variables_without_default(source) == []
+
+    # scrape_target_down: the alertmanager job's target is down, every other one is up, while
+    # Alertmanager itself still answers (the silence below is read from it).
+    targets = prometheus_targets(bad)
+    assert targets.pop("alertmanager") == "down"
+    assert set(targets.values()) == {"up"}
+
+    # silenced_release_alert: an active silence matches a release alert.
+    silences = httpx.get(f"{bad.alertmanager_url}/api/v2/silences", timeout=5).json()
+    active = [s for s in silences if s["status"]["state"] == "active"]
+    release = ops_defects.release_alert_name(bad.ops_dir)
+    assert [m["value"] for s in active for m in s["matchers"]] == [release]
+
+
+def burn_windows(ops_dir: Path) -> set[str]:
+    import yaml
+
+    windows = set()
+    for path in ops_defects.rule_files(ops_dir):
+        for group in (yaml.safe_load(path.read_text()) or {}).get("groups", []):
+            for rule in group.get("rules", []):
+                if "alert" in rule and "burn" in str(rule["alert"]).lower():
+                    expr = str(rule.get("expr", ""))
+                    windows |= {w for w in ("1h", "6h") if w in expr}
+    return windows
+
+
+def loaded_alert_exprs(endpoints: Endpoints) -> list[str]:
+    body = httpx.get(f"{endpoints.prometheus_url}/api/v1/rules", timeout=5).json()
+    return [
+        rule["query"]
+        for group in body["data"]["groups"]
+        for rule in group["rules"]
+        if rule["type"] == "alerting"
+    ]
+
+
+def variables_without_default(ops_dir: Path) -> list[str]:
+    missing = []
+    for path in sorted((ops_dir / "grafana").glob("*.json")):
+        model = json.loads(path.read_text())
+        model = model.get("dashboard", model)
+        for variable in model.get("templating", {}).get("list", []):
+            if not variable.get("current"):
+                missing.append(f"{path.name}:{variable.get('name')}")
+    return missing
+
+
+# -- the CLI and the state file -----------------------------------------------------------------
+
+
+def spark_sandbox(
+    *args: str, state_dir: Path, ops_dir: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SPARK_SANDBOX_STATE_DIR": str(state_dir)}
+    if ops_dir is not None:
+        env[ops_defects.OPS_DIR_ENV] = str(ops_dir)
+    return subprocess.run(
+        [sys.executable, "-m", "spark_sandbox", "sandbox", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=120,
+        check=False,
+    )
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(gone.stdout)
+
+
+def plant_stale_run(run_root: Path) -> tuple[Path, subprocess.Popen[bytes]]:
+    """The leftovers of a killed run: a dead owner and an orphaned service still running."""
+    orphan = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True
+    )
+    owner = dead_pid()
+    run_dir = run_root / f"run-20260101T000000000000-{owner}"
+    (run_dir / "logs").mkdir(parents=True)
+    record = {
+        "owner_pid": owner,
+        "owner_start": None,
+        "detached": False,
+        "processes": {"feed": [orphan.pid, process_start_time(orphan.pid)]},
+    }
+    (run_dir / RUN_RECORD).write_text(json.dumps(record))
+    return run_dir, orphan
+
+
+def test_cli_up_with_ops_defects_next_to_a_healthy_sandbox_then_status_and_down(
+    healthy: tuple[Sandbox, Endpoints], run_root: Path, tmp_path: Path
+) -> None:
+    _, good = healthy
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    (state_dir / STATE_FILE).write_text(
+        json.dumps({"endpoints": {}, "pids": {}, "processes": {"api": [dead_pid(), None]}})
+    )
+    stale_dir, orphan = plant_stale_run(run_root)
+    source = write_ops_dir(tmp_path / "ops")
+    defects = [arg for name in OPS_DEFECTS for arg in ("--defect", name)]
+    try:
+        up = spark_sandbox(
+            "up", "--run-root", str(run_root), *defects, state_dir=state_dir, ops_dir=source
+        )
+        assert up.returncode == 0, up.stderr
+        assert "api_url: http://127.0.0.1:" in up.stdout
+        assert "password=***" in up.stdout and "secret" not in up.stdout
+        assert not stale_dir.exists()
+        assert orphan.wait(timeout=10) is not None
+
+        # The CLI has exited; the services it started keep running.
+        bad = find_running(state_dir)
+        assert bad is not None
+        assert httpx.get(f"{bad.api_url}/health", timeout=5).status_code == 200
+        assert bad.defects == OPS_DEFECTS
+
+        # Two sandboxes at once: their own run dirs and ports.
+        assert bad.run_dir != good.run_dir
+        assert recorded_ports(bad).isdisjoint(recorded_ports(good))
+        assert_ops_defects_show(bad, source)
+
+        status = spark_sandbox("status", state_dir=state_dir)
+        assert status.returncode == 0, status.stderr
+        assert "postgres" in status.stdout and "DOWN" not in status.stdout
+
+        again = spark_sandbox("up", "--run-root", str(run_root), state_dir=state_dir)
+        assert again.returncode == 1 and "already running" in again.stderr
+
+        down = spark_sandbox("down", state_dir=state_dir)
+        assert down.returncode == 0, down.stderr
+        assert_nothing_left(bad)
+        assert not (state_dir / STATE_FILE).exists()
+        assert spark_sandbox("status", state_dir=state_dir).returncode == 1
+        assert httpx.get(f"{good.api_url}/health", timeout=5).status_code == 200
+    finally:
+        orphan.kill()
+        spark_sandbox("down", state_dir=state_dir)
+
+
+OWNER_SCRIPT = """
+import json, sys, time
+from pathlib import Path
+from spark_sandbox.sandbox import Sandbox
+
+endpoints = Sandbox(run_root=Path(sys.argv[1])).start()
+ready = Path(sys.argv[2])
+ready.with_suffix(".tmp").write_text(json.dumps(endpoints.to_dict()))
+ready.with_suffix(".tmp").rename(ready)  # whole or absent: the test polls for it
+time.sleep(300)
+"""
+
+
+def test_the_services_of_a_killed_owner_are_reaped_by_the_next_start(
+    run_root: Path, tmp_path: Path
+) -> None:
+    ready_file = tmp_path / "endpoints.json"
+    owner = subprocess.Popen(
+        [sys.executable, "-c", OWNER_SCRIPT, str(run_root), str(ready_file)], cwd=REPO
+    )
+    try:
+        poll(lambda: ready_file.exists() or owner.poll() is not None, "the owner's sandbox")
+        assert owner.poll() is None, "the owner's sandbox did not start"
+        endpoints = Endpoints.from_dict(json.loads(ready_file.read_text()))
+    finally:
+        owner.kill()  # SIGKILL: no chance to stop its services
+        owner.wait()
+    orphans = [name for name, pid in endpoints.pids.items() if process_start_time(pid)]
+    assert "postgres" in orphans and "api" in orphans  # they outlive a killed owner ...
+    assert list(reap_stale_runs(run_root)) == [endpoints.run_dir]
+    assert_nothing_left(endpoints)  # ... until the next start reaps them
+
+
+def test_find_running_tears_down_a_sandbox_with_a_service_gone(tmp_path: Path) -> None:
+    survivor = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True
+    )
+    try:
+        run_dir = tmp_path / "run-20260101T000000000000-1"
+        run_dir.mkdir()
+        processes = {
+            "feed": [survivor.pid, process_start_time(survivor.pid)],
+            "api": [dead_pid(), None],
+        }
+        state = {"endpoints": {}, "run_dir": str(run_dir), "processes": processes, "pids": {}}
+        (tmp_path / STATE_FILE).write_text(json.dumps(state))
+        assert find_running(tmp_path) is None
+        assert survivor.wait(timeout=10) is not None  # the half sandbox is not left running
+        assert not (tmp_path / STATE_FILE).exists() and not run_dir.exists()
+        assert find_running(tmp_path) is None
+    finally:
+        survivor.kill()
+        survivor.wait()
+
+
+def test_a_detached_run_whose_services_died_is_stale_a_live_one_is_not(run_root: Path) -> None:
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        for name, pid, start in (
+            ("run-1-1", live.pid, process_start_time(live.pid)),
+            ("run-2-1", live.pid, 1),  # same pid, other start time: a reused pid, not ours
+        ):
+            (run_root / name).mkdir()
+            record = {"owner_pid": 1, "detached": True, "processes": {"api": [pid, start]}}
+            (run_root / name / RUN_RECORD).write_text(json.dumps(record))
+        assert list(reap_stale_runs(run_root)) == [run_root / "run-2-1"]
+        assert live.poll() is None  # a reused pid is never signalled
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_redact_hides_dsn_passwords() -> None:
+    assert redact("host=h port=1 user=u password=s3cret dbname=d") == (
+        "host=h port=1 user=u password=*** dbname=d"
+    )
+    assert redact("postgresql://u:s3cret@127.0.0.1:5/d") == "postgresql://u:***@127.0.0.1:5/d"
+    assert redact("http://127.0.0.1:9090") == "http://127.0.0.1:9090"
+
+
+def test_an_unknown_defect_fails_before_anything_starts(run_root: Path) -> None:
+    with pytest.raises(ValueError, match="unknown sandbox defect 'no_such_defect'"):
+        Sandbox(run_root=run_root, defects=["no_such_defect"])
+    assert list(run_root.iterdir()) == []
+
+
+# -- ops defects on a synthetic ops dir (no services) -------------------------------------------
+
+
+@pytest.fixture
+def ops_source(tmp_path: Path) -> Path:
+    return write_ops_dir(tmp_path / "ops")
+
+
+def test_healthy_deployments_serve_the_repo_ops_dir(ops_source: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    assert ops_defects.prepare_ops_dir(("scrape_target_down",), run_dir, ops_source) == ops_source
+    assert not run_dir.exists()
+
+
+def test_no_6h_burn_alert_drops_only_the_slow_burn_alert(ops_source: Path, tmp_path: Path) -> None:
+    served = ops_defects.prepare_ops_dir(("no_6h_burn_alert",), tmp_path / "run", ops_source)
+    assert served == tmp_path / "run" / "ops"
+    import yaml
+
+    rules = yaml.safe_load((served / "prometheus/rules/slo.yml").read_text())["groups"][0]["rules"]
+    assert [r.get("alert") or r.get("record") for r in rules] == [
+        "OrderApiBurnRateFast",
+        "slo:errors:ratio_rate6h",
+    ]
+    assert (ops_source / "prometheus/rules/slo.yml").read_text() == BURN_RULES
+
+
+def test_dashboard_variable_without_default_removes_current(
+    ops_source: Path, tmp_path: Path
+) -> None:
+    served = ops_defects.prepare_ops_dir(
+        ("dashboard_variable_without_default",), tmp_path / "run", ops_source
+    )
+    variable = json.loads((served / "grafana/orders.json").read_text())["templating"]["list"][0]
+    assert variable == {"name": "instance"}
+    assert variables_without_default(ops_source) == []
+
+
+def test_the_release_alert_to_silence_is_a_burn_rate_alert(ops_source: Path) -> None:
+    assert ops_defects.release_alert_name(ops_source) == "OrderApiBurnRateFast"
+
+
+@pytest.mark.parametrize(
+    ("defect", "missing"),
+    [
+        ("no_6h_burn_alert", "prometheus/rules"),
+        ("dashboard_variable_without_default", "grafana"),
+    ],
+)
+def test_an_ops_defect_without_its_artefact_is_a_clear_error(
+    defect: str, missing: str, tmp_path: Path
+) -> None:
+    source = tmp_path / "ops"
+    source.mkdir()
+    with pytest.raises(ops_defects.OpsDefectError, match=f"{defect} needs .*{missing}"):
+        ops_defects.prepare_ops_dir((defect,), tmp_path / "run", source)
+
+
+def test_a_promtool_test_file_beside_the_rules_is_not_loaded_as_rules(ops_source: Path) -> None:
+    rules = ops_source / "prometheus" / "rules"
+    (rules / "slo_test.yml").write_text("rule_files: [slo.yml]\ntests: []\n")
+    assert ops_defects.rule_files(ops_source) == [rules / "slo.yml"]
