@@ -100,8 +100,11 @@ class GateRun:
     # -- collection -------------------------------------------------------------------------
 
     @pytest.hookimpl(tryfirst=True)
-    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+    def pytest_collection_modifyitems(
+        self, config: pytest.Config, items: list[pytest.Item]
+    ) -> None:
         # tryfirst: the implied gate markers must be on the items before `-m` deselects.
+        not_required = []
         for item in items:
             ids = claimed_items(item, self.checklist)
             item.stash[claims_key] = ids
@@ -111,6 +114,18 @@ class GateRun:
                 item.add_marker(gate)
             for item_id in ids:
                 item.user_properties.append(("spark_item", item_id))
+            if ids and all(self._not_required(i) for i in ids):
+                not_required.append(item)
+        if not_required:
+            # A test of an item this target does not require (K3 without a Pact Broker) is
+            # not run at all: the verdict lists the item as NOT-REQUIRED, never as a skip.
+            config.hook.pytest_deselected(items=not_required)
+            dropped = set(not_required)
+            items[:] = [i for i in items if i not in dropped]
+
+    def _not_required(self, item_id: str) -> bool:
+        condition = self.checklist.items[item_id].required_when
+        return condition is not None and condition not in self.spark.target.conditions
 
     def _gates_selecting(self, item_id: str) -> tuple[str, ...]:
         # Memoised: the registry walk is the same for each of thousands of tests.

@@ -259,6 +259,22 @@ def test_required_when_condition_makes_item_required(gate_project: pytest.Pytest
     assert item(verdict, "A4")["status"] == "MISSING"
 
 
+def test_tests_of_a_not_required_item_do_not_run(gate_project: pytest.Pytester) -> None:
+    gate_project.makepyfile(
+        test_broker="""
+import pytest
+
+@pytest.mark.contract("A4")
+def test_can_i_deploy():
+    assert False, "would need a broker"
+"""
+    )
+    result, verdict = run_gate(gate_project)
+    assert result.ret == 0
+    result.assert_outcomes(passed=2, deselected=1)
+    assert item(verdict, "A4")["status"] == "NOT-REQUIRED"
+
+
 def test_unclaimed_failure_in_a_gate_run_is_no_go(gate_project: pytest.Pytester) -> None:
     gate_project.makepyfile(
         test_other="""

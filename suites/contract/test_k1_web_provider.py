@@ -1,0 +1,46 @@
+"""K1 provider side: the web UI's pact replayed against the target's API."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import pytest
+
+from pytest_spark.evidence.records import CheckEvidence
+from pytest_spark.probes import pacts
+
+from .web_contract import PROVIDER
+
+Reach = Callable[..., AbstractContextManager[list[str]]]
+
+pytestmark = pytest.mark.contract("K1")
+
+
+def test_web_pact_verified_against_provider(
+    reach: Reach,
+    web_api_pact: Path,
+    web_states: pacts.StateHandler,
+    spark_evidence: CheckEvidence,
+) -> None:
+    spark_evidence.attach(f"pact-{web_api_pact.name}", web_api_pact)
+    with reach("api_url") as [api_url]:
+        run = pacts.verify_pacts(
+            PROVIDER, [web_api_pact], base_url=api_url, state_handler=web_states
+        )
+    spark_evidence.attach(f"verification-{web_api_pact.stem}.txt", run.output.encode())
+    spark_evidence.attach(
+        f"verification-{web_api_pact.stem}.json", json.dumps(run.results, indent=2).encode()
+    )
+    verification = run.verification
+    spark_evidence.note(verification.summary())
+    spark_evidence.measure(
+        "pact_interactions_verified", len(verification.interactions) - len(verification.failed)
+    )
+    spark_evidence.measure("pact_interactions_failed", len(verification.failed))
+    assert verification.verified, (
+        f"the web UI's pact does not hold against {api_url} (verifier output attached as "
+        f"verification-{web_api_pact.stem}.txt): {verification.summary()}"
+    )

@@ -1,0 +1,45 @@
+"""K3 can-i-deploy: the Pact Broker must say this release of each provider can go to
+production. Required only when the target names a broker (``pact_broker_url``); without one
+the checklist marks K3 NOT-REQUIRED and this check has nothing to ask."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+
+import pytest
+
+from pytest_spark.config import SparkConfig, Target
+from pytest_spark.evidence.records import CheckEvidence
+from pytest_spark.probes import pacts
+
+from .order_event_contract import PROVIDER as OUTBOX
+from .web_contract import PROVIDER as API
+
+Reach = Callable[..., AbstractContextManager[list[str]]]
+ENVIRONMENT = "production"
+
+pytestmark = pytest.mark.contract("K3")
+
+
+@pytest.mark.parametrize("pacticipant", [API, OUTBOX])
+def test_can_i_deploy(
+    pacticipant: str,
+    reach: Reach,
+    spark_target: Target,
+    spark_config: SparkConfig,
+    spark_evidence: CheckEvidence,
+) -> None:
+    if not spark_target.endpoints.get("pact_broker_url"):
+        pytest.skip("no pact_broker_url in the target: K3 is not required")
+    token = spark_target.require("pact_broker_token")
+    version = spark_config.release
+    with reach("pact_broker_url") as [broker_url]:
+        decision, doc = pacts.can_i_deploy(broker_url, token, pacticipant, version, ENVIRONMENT)
+    spark_evidence.attach(f"can-i-deploy-{pacticipant}.json", json.dumps(doc, indent=2).encode())
+    spark_evidence.note(decision.summary())
+    assert decision.deployable, (
+        f"the Pact Broker says no: {decision.summary()} (check the broker's matrix for "
+        f"{pacticipant} {version})"
+    )

@@ -1,0 +1,1 @@
+"""GO/NO-GO checklist items measured on the release candidate."""
