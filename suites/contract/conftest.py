@@ -4,44 +4,16 @@ failure that names the config key to check."""
 
 from __future__ import annotations
 
-import contextlib
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-import httpx
-import psycopg
 import pytest
 
 from pytest_spark.config import Target
 from pytest_spark.probes import pacts
 
 from . import order_event_contract, web_contract
-
-Reach = Callable[..., AbstractContextManager[list[str]]]
-
-
-@pytest.fixture
-def reach(spark_target: Target) -> Reach:
-    """``with reach("api_url") as [api_url]:``; an unreachable endpoint fails the check naming
-    the config key (endpoints are not shown: DSNs carry passwords)."""
-
-    @contextlib.contextmanager
-    def reaching(*keys: str) -> Iterator[list[str]]:
-        endpoints = [spark_target.require(key) for key in keys]
-        try:
-            yield endpoints
-        except (OSError, psycopg.OperationalError, httpx.HTTPError) as exc:
-            error = " ".join(str(exc).split())
-            pytest.fail(
-                f"cannot reach the target: {error}; check {', '.join(keys)} in the target file "
-                "(or that the deployment is up)",
-                pytrace=False,
-            )
-
-    return reaching
 
 
 @pytest.fixture(scope="session")

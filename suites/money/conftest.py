@@ -4,8 +4,6 @@ number of orders."""
 
 from __future__ import annotations
 
-import contextlib
-import re
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -23,7 +21,6 @@ from pytest_spark.evidence.records import CheckEvidence
 from pytest_spark.probes import money, orders
 
 SETTINGS_FILE = Path(__file__).resolve().parents[2] / "ops" / "money.toml"
-DSN_PASSWORD = re.compile(r"password=(\S+)|://[^:/@\s]+:([^@\s]+)@")
 
 Case = TypeVar("Case", bound=Hashable)
 UNREACHABLE = (OSError, psycopg.OperationalError, httpx.HTTPError)
@@ -33,35 +30,6 @@ UNREACHABLE = (OSError, psycopg.OperationalError, httpx.HTTPError)
 def money_settings() -> dict[str, dict[str, Any]]:
     """``money_settings["M1"]["commission_examples"]``, ``money_settings["hypothesis"]["seed"]``."""
     return orders.load_settings(SETTINGS_FILE)
-
-
-def _hide_password(endpoint: str) -> str:
-    return DSN_PASSWORD.sub(lambda m: m.group(0).replace(m.group(1) or m.group(2), "***"), endpoint)
-
-
-@pytest.fixture
-def reach(spark_target: Target) -> Callable[..., AbstractContextManager[list[str]]]:
-    """``with reach("api_url", "postgres_dsn") as [api_url, dsn]:``; an unreachable endpoint
-    fails the check naming the config keys and the endpoints (passwords hidden)."""
-
-    @contextlib.contextmanager
-    def reaching(*keys: str) -> Iterator[list[str]]:
-        endpoints = [spark_target.require(key) for key in keys]
-        try:
-            yield endpoints
-        except (OSError, psycopg.OperationalError, httpx.HTTPError) as exc:
-            shown = "; ".join(
-                f"{k} = {_hide_password(e)}" for k, e in zip(keys, endpoints, strict=True)
-            )
-            error = " ".join(str(exc).split())
-            # Endpoints last: the bundle's redaction masks a password up to the next space.
-            pytest.fail(
-                f"cannot reach the target: {error}; check {', '.join(keys)} in the target file "
-                f"(or that the deployment is up): {shown}",
-                pytrace=False,
-            )
-
-    return reaching
 
 
 @pytest.fixture
