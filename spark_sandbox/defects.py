@@ -82,7 +82,8 @@ DEFECTS: dict[str, Defect] = {
         # B9 supply chain
         _d("denied_license", "supply_chain", ("B9",), "a component carries a denied licence"),
         # M3 / M4 money
-        _d("float_money", "app", ("M3",), "money is returned as JSON numbers"),
+        # The web UI's pact carries money as decimal strings too, so K1 must refuse it as well.
+        _d("float_money", "app", ("M3", "K1"), "money is returned as JSON numbers"),
         _d("reconciliation_drift", "app", ("M4",), "a position's quantity drifts from its fills"),
         # G03 idempotency and order integrity
         _d(
