@@ -11,6 +11,7 @@ declare -A wanted=(
   [pgbouncer]=/usr/sbin/pgbouncer
   [prometheus]=/usr/bin/prometheus
   [prometheus-alertmanager]=/usr/bin/prometheus-alertmanager
+  [prometheus-postgres-exporter]=/usr/bin/prometheus-postgres-exporter
   [chromium]=/usr/bin/chromium
   [chrony]=/usr/sbin/chronyd
   [faketime]=/usr/bin/faketime
