@@ -67,10 +67,11 @@ def test_burn_rate_alert_loaded_and_healthy(
         return prometheus.burn_rate_alerts(rules, long_s, short_s, factor)
 
     with reach("prometheus_url") as [url]:
-        # A rule file loaded a moment ago has not been evaluated yet (health "unknown").
+        # A rule file loaded a moment ago is listed but not evaluated yet (health "unknown");
+        # one that is not listed at all was never loaded, and waiting will not change that.
         rules = prometheus.poll(
             lambda: prometheus.fetch_rules(url),
-            lambda rs: any(c.rule.healthy for c in candidates(rs)),
+            lambda rs: not candidates(rs) or any(c.rule.healthy for c in candidates(rs)),
             limits["rules_evaluated_wait_s"],
         )
     found = candidates(rules)

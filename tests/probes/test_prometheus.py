@@ -1,0 +1,175 @@
+"""B6 / B8 probe logic: targets per job, query results, rule parsing, burn-rate windows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_spark.probes import prometheus
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def target(job: str, health: str = "up", instance: str = "127.0.0.1:1") -> dict[str, Any]:
+    return {
+        "labels": {"job": job, "instance": instance},
+        "scrapePool": job,
+        "health": health,
+        "lastError": "" if health == "up" else "connection refused",
+        "scrapeUrl": f"http://{instance}/metrics",
+    }
+
+
+def rule(name: str, query: str, kind: str = "alerting", **extra: Any) -> dict[str, Any]:
+    body = {
+        "name": name,
+        "query": query,
+        "type": kind,
+        "health": "ok",
+        "lastError": "",
+        "lastEvaluation": "2026-11-26T11:00:00Z",
+    }
+    return {**body, **extra}
+
+
+def loaded(*rules: dict[str, Any]) -> list[prometheus.LoadedRule]:
+    return prometheus.parse_rules({"groups": [{"name": "g", "file": "/r.yml", "rules": rules}]})
+
+
+def test_target_counts_and_mismatches_per_job() -> None:
+    targets = prometheus.parse_targets(
+        {"activeTargets": [target("api"), target("api", instance="b:1"), target("pgb", "down")]}
+    )
+    assert prometheus.count_by_job(targets) == {"api": 2, "pgb": 1}
+    assert prometheus.count_mismatches({"api": 1, "pgb": 1, "outbox": 1}, targets) == {
+        "api": (1, 2),
+        "outbox": (1, 0),
+    }
+    assert not prometheus.all_up(targets)
+    assert prometheus.all_scraped(targets)
+    assert prometheus.describe_target(targets[2]) == (
+        "pgb http://127.0.0.1:1/metrics is down: connection refused"
+    )
+
+
+def test_unscraped_targets_and_no_targets_are_not_judged_up() -> None:
+    unknown = prometheus.parse_targets({"activeTargets": [target("api", "unknown")]})
+    assert not prometheus.all_scraped(unknown)
+    assert not prometheus.all_up([])
+    assert not prometheus.all_scraped([])
+
+
+def test_expected_targets_file(tmp_path: Path) -> None:
+    assert (
+        prometheus.load_expected_targets(REPO / "ops" / "prometheus" / "targets.toml")["spark-api"]
+        == 1
+    )
+    bad = tmp_path / "targets.toml"
+    bad.write_text("[jobs]\napi = 0\n")
+    with pytest.raises(ValueError, match="api = 0 must be a whole number"):
+        prometheus.load_expected_targets(bad)
+    bad.write_text("title = 'x'\n")
+    with pytest.raises(ValueError, match="non-empty \\[jobs\\]"):
+        prometheus.load_expected_targets(bad)
+
+
+@pytest.mark.parametrize(
+    ("data", "series"),
+    [
+        ({"resultType": "vector", "result": []}, 0),
+        ({"resultType": "vector", "result": [{"metric": {}, "value": [0, "1"]}] * 3}, 3),
+        ({"resultType": "scalar", "result": [0, "1"]}, 1),
+        ({"resultType": "matrix", "result": []}, 0),
+    ],
+)
+def test_query_result_size(data: dict[str, Any], series: int) -> None:
+    result = prometheus.parse_query(data)
+    assert result.series == series
+    assert result.empty is (series == 0)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("5m", 300), ("1h30m", 5400), ("500ms", 0.5), ("6h", 21600)]
+)
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert prometheus.parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "5", "5x", "m5", "1h 5m"])
+def test_parse_duration_rejects(text: str) -> None:
+    with pytest.raises(ValueError, match="not a Prometheus duration"):
+        prometheus.parse_duration(text)
+
+
+def test_range_windows_ignore_brackets_inside_label_matchers() -> None:
+    expr = 'sum(rate(x{route=~"[0-9]m"}[5m])) / sum(rate(x[1h:1m])) + max_over_time(y[60m])'
+    assert prometheus.range_windows(expr) == {300, 3600}
+
+
+def test_windows_are_followed_through_recording_rules() -> None:
+    recordings = {
+        "slo:ratio_rate1h": "sum(rate(err[1h])) / sum(rate(req[1h]))",
+        "slo:ratio_rate5m": "sum(rate(err[5m])) / sum(rate(req[5m]))",
+        "slo:loop": "slo:loop + 1",
+    }
+    expr = "slo:ratio_rate1h > 14.4 * 0.001 and slo:ratio_rate5m > 14.4 * 0.001 or slo:loop"
+    assert prometheus.expanded_windows(expr, recordings) == {300, 3600}
+
+
+def test_numbers_are_literals_outside_names_strings_and_ranges() -> None:
+    expr = 'ratio_rate5m{slo="99.9"} > (14.4 * 0.001) and other[30m] > 6'
+    assert prometheus.numbers(expr) == {14.4, 0.001, 6}
+
+
+def test_burn_rate_alerts_are_found_by_windows_not_by_name() -> None:
+    rules = loaded(
+        rule("r:rate6h", "sum(rate(e[6h])) / sum(rate(r[6h]))", kind="recording"),
+        rule("r:rate30m", "sum(rate(e[30m])) / sum(rate(r[30m]))", kind="recording"),
+        rule("PageSlow", "r:rate6h > (6 * 0.001) and r:rate30m > (6 * 0.001)"),
+        rule("BurnRateSlow", "r:rate6h > (6 * 0.001)"),  # long window only
+        rule("WrongFactor", "r:rate6h > 0.5 and r:rate30m > 0.5"),
+    )
+    found = prometheus.burn_rate_alerts(rules, 21600, 1800, 6)
+    assert [(a.rule.name, a.has_factor) for a in found] == [
+        ("PageSlow", True),
+        ("WrongFactor", False),
+    ]
+    assert prometheus.describe_windows(found[0].windows) == "30m, 6h"
+
+
+def test_rule_health_needs_an_evaluation_and_no_error() -> None:
+    ok, unknown, failing = loaded(
+        rule("a", "up"),
+        rule("b", "up", health="unknown", lastEvaluation=prometheus.NEVER_EVALUATED),
+        rule("c", "up", health="err", lastError="many-to-many matching not allowed"),
+    )
+    assert (ok.healthy, unknown.healthy, failing.healthy) == (True, False, False)
+    assert ok.file == "/r.yml"
+
+
+def test_poll_stops_when_done_and_at_the_deadline() -> None:
+    calls: list[int] = []
+
+    def fetch() -> int:
+        calls.append(1)
+        return len(calls)
+
+    assert prometheus.poll(fetch, lambda n: n >= 3, timeout_s=10) == 3
+    calls.clear()
+    assert prometheus.poll(fetch, lambda n: False, timeout_s=0) == 1
+
+
+def test_alert_definitions_of_the_repo_rules_skip_promtool_tests(tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "a.yml").write_text(
+        "groups:\n- name: g\n  rules:\n  - record: x\n    expr: up\n"
+        "  - alert: A\n    expr: up == 0\n    labels: {severity: page}\n"
+    )
+    (rules / "a.test.yml").write_text("rule_files: [a.yml]\ntests: []\n")
+    [only] = prometheus.alert_definitions(rules)
+    assert (only.name, only.file, dict(only.labels)) == ("A", "a.yml", {"severity": "page"})
+    names = {d.name for d in prometheus.alert_definitions(REPO / "ops/prometheus/rules")}
+    assert {"SparkApiErrorBudgetBurnFast", "SparkApiErrorBudgetBurnSlow"} <= names
