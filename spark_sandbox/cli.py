@@ -68,8 +68,14 @@ def sandbox_up(args: argparse.Namespace) -> int:
             defects=args.defect,
             progress=lambda line: print(line, flush=True),
         )
+    except ValueError as exc:  # an unknown defect name
+        return fail(str(exc))
+    try:
         endpoints = sandbox.start()
+        # By hand, "up" should mean the dashboards already have data to show.
+        sandbox.await_first_scrapes()
     except (ServiceStartError, OSError, ValueError) as exc:
+        sandbox.stop()
         return fail(orchestrator.redact(str(exc)))
     try:
         state_path = sandbox.detach()

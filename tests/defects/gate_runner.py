@@ -11,8 +11,10 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -69,3 +71,53 @@ def read_bundle(evidence_dir: Path) -> tuple[dict[str, object], list[dict[str, o
 def failed_sub_checks(checks: list[dict[str, object]]) -> set[str]:
     """Test function names (parameters included) that did not pass."""
     return {str(c["nodeid"]).rpartition("::")[2] for c in checks if c.get("outcome") != "passed"}
+
+
+@dataclass
+class GateOutcome:
+    """One gate run as its bundle tells it."""
+
+    code: int
+    verdict: dict[str, Any]
+    checks: list[dict[str, Any]]
+    output: str
+    bundle: Path
+
+    @property
+    def items(self) -> dict[str, dict[str, Any]]:
+        return self.verdict["items"]  # type: ignore[no-any-return]
+
+    @property
+    def tail(self) -> str:
+        return self.output[-4000:]
+
+    def failed(self) -> set[str]:
+        return failed_sub_checks(self.checks)
+
+
+def gate(suites: Sequence[str], marker: str, defect: str | None, evidence_dir: Path) -> GateOutcome:
+    code, output = run_gate(suites, marker, defect, evidence_dir)
+    verdict, checks = read_bundle(evidence_dir)
+    bundle = next(evidence_dir.glob("dev/*/verdict.json")).parent
+    return GateOutcome(code, verdict, checks, output, bundle)
+
+
+def assert_healthy(run: GateOutcome, items: Iterable[str]) -> None:
+    """No sub-check failed and every item measured here PASSED."""
+    assert run.failed() == set(), f"healthy sandbox failed {run.failed()}:\n{run.tail}"
+    for item in items:
+        assert run.items[item]["status"] == "PASSED", f"{item}: {run.items[item]}\n{run.tail}"
+
+
+def assert_only_broken(
+    run: GateOutcome, defect: str, broken: str, sub_checks: Iterable[str], items: Iterable[str]
+) -> None:
+    """Exactly the defect's sub-checks failed; its item is NO-GO naming one; the rest PASSED."""
+    sub_checks = set(sub_checks)
+    assert run.code == 1, f"{defect}: exit code {run.code}, expected NO-GO:\n{run.tail}"
+    assert run.failed() == sub_checks, f"{defect}: failing sub-checks {run.failed()}:\n{run.tail}"
+    assert run.items[broken]["status"] == "FAILED", f"{broken}: {run.items[broken]}\n{run.tail}"
+    reason = str(run.items[broken]["reason"])
+    assert any(f"::{name}" in reason for name in sub_checks), f"{broken} reason: {reason}"
+    for item in set(items) - {broken}:
+        assert run.items[item]["status"] == "PASSED", f"{item}: {run.items[item]}\n{run.tail}"

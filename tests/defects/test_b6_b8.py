@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from gate_runner import failed_sub_checks, read_bundle, run_gate
+from gate_runner import assert_healthy, assert_only_broken, gate
 
 from spark_sandbox.defects import DEFECTS
 from spark_sandbox.ops_defects import OPS_DIR, OPS_DIR_ENV
@@ -47,25 +47,13 @@ def test_expected_table_matches_the_defect_registry() -> None:
 
 @pytest.mark.parametrize("defect", [None, *EXPECTED], ids=lambda d: d or "healthy")
 def test_defect_breaks_exactly_its_sub_checks(defect: str | None, tmp_path: Path) -> None:
-    code, output = run_gate(SUITES, "blind_spot", defect, tmp_path)
-    tail = output[-4000:]
-    verdict, checks = read_bundle(tmp_path)
-    items = verdict["items"]
-    assert isinstance(items, dict)
-    failed = failed_sub_checks(checks)
-    assert code == 1, f"exit code {code} (the blind_spot gate is NO-GO while others are MISSING)"
+    run = gate(SUITES, "blind_spot", defect, tmp_path)
+    # The other blind spots are MISSING in a run of these suites alone: NO-GO either way.
+    assert run.code == 1, f"exit code {run.code}:\n{run.tail}"
     if defect is None:
-        assert failed == set(), f"healthy sandbox failed {failed}:\n{tail}"
-        for item in ITEMS:
-            assert items[item]["status"] == "PASSED", f"{item}: {items[item]}\n{tail}"
+        assert_healthy(run, ITEMS)
         return
-    broken, sub_checks = EXPECTED[defect]
-    assert failed == set(sub_checks), f"{defect}: failing sub-checks {failed}:\n{tail}"
-    assert items[broken]["status"] == "FAILED", f"{broken}: {items[broken]}\n{tail}"
-    reason = str(items[broken]["reason"])
-    assert any(f"::{name}" in reason for name in sub_checks), f"{broken} reason: {reason}"
-    for item in set(ITEMS) - {broken}:
-        assert items[item]["status"] == "PASSED", f"{item}: {items[item]}\n{tail}"
+    assert_only_broken(run, defect, *EXPECTED[defect], ITEMS)
 
 
 # Sub-checks no registry defect reaches, broken together by a candidate ops dir in one run.
@@ -109,14 +97,10 @@ def test_changed_ops_artefacts_break_the_other_sub_checks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(OPS_DIR_ENV, str(changed_ops_dir(tmp_path / "ops")))
-    code, output = run_gate(SUITES, "blind_spot", None, tmp_path / "run")
-    tail = output[-4000:]
-    verdict, checks = read_bundle(tmp_path / "run")
-    items = verdict["items"]
-    assert isinstance(items, dict)
-    assert code == 1
-    assert failed_sub_checks(checks) == set().union(*CHANGED_OPS_BREAKS.values()), tail
+    run = gate(SUITES, "blind_spot", None, tmp_path / "run")
+    assert run.code == 1
+    assert run.failed() == set().union(*CHANGED_OPS_BREAKS.values()), run.tail
     for item, sub_checks in CHANGED_OPS_BREAKS.items():
-        assert items[item]["status"] == "FAILED", f"{item}: {items[item]}\n{tail}"
-        reason = str(items[item]["reason"])
+        assert run.items[item]["status"] == "FAILED", f"{item}: {run.items[item]}\n{run.tail}"
+        reason = str(run.items[item]["reason"])
         assert any(f"::{name}" in reason for name in sub_checks), f"{item} reason: {reason}"

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from gate_runner import failed_sub_checks, read_bundle, run_gate
+from gate_runner import assert_healthy, assert_only_broken, gate
 
 from spark_sandbox.defects import DEFECTS
 
@@ -39,27 +39,12 @@ def test_expected_table_matches_the_defect_registry() -> None:
 
 @pytest.mark.parametrize("defect", [None, *EXPECTED], ids=lambda d: d or "healthy")
 def test_defect_breaks_exactly_its_sub_check(defect: str | None, tmp_path: Path) -> None:
-    code, output = run_gate(SUITES, "contract", defect, tmp_path)
-    tail = output[-4000:]
-    verdict, checks = read_bundle(tmp_path)
-    items = verdict["items"]
-    assert isinstance(items, dict)
-    # Without a broker K3's checks skip and the item is NOT-REQUIRED; they are no failure.
-    k3 = [c for c in checks if "K3" in c["items"]]
-    assert all(c["outcome"] == "skipped" for c in k3), k3
-    assert items["K3"]["status"] == "NOT-REQUIRED", f"K3: {items['K3']}\n{tail}"
-    failed = failed_sub_checks([c for c in checks if c not in k3])
+    run = gate(SUITES, "contract", defect, tmp_path)
+    # Without a broker K3 is NOT-REQUIRED and its checks do not run at all.
+    assert not [c for c in run.checks if "K3" in c["items"]], run.tail
+    assert run.items["K3"]["status"] == "NOT-REQUIRED", f"K3: {run.items['K3']}\n{run.tail}"
     if defect is None:
-        assert failed == set(), f"healthy sandbox failed {failed}:\n{tail}"
-        for item in ITEMS:
-            assert items[item]["status"] == "PASSED", f"{item}: {items[item]}\n{tail}"
-        assert code == 0 and verdict["verdict"] == "GO", f"exit {code}:\n{tail}"
+        assert_healthy(run, ITEMS)
+        assert run.code == 0 and run.verdict["verdict"] == "GO", f"exit {run.code}:\n{run.tail}"
         return
-    broken, sub_checks = EXPECTED[defect]
-    assert code == 1, f"{defect}: exit code {code}, expected NO-GO:\n{tail}"
-    assert failed == set(sub_checks), f"{defect}: failing sub-checks {failed}:\n{tail}"
-    assert items[broken]["status"] == "FAILED", f"{broken}: {items[broken]}\n{tail}"
-    reason = str(items[broken]["reason"])
-    assert any(f"::{name}" in reason for name in sub_checks), f"{broken} reason: {reason}"
-    for item in set(ITEMS) - {broken}:
-        assert items[item]["status"] == "PASSED", f"{item}: {items[item]}\n{tail}"
+    assert_only_broken(run, defect, *EXPECTED[defect], ITEMS)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from gate_runner import failed_sub_checks, read_bundle, run_gate
+from gate_runner import assert_healthy, assert_only_broken, gate
 
 from spark_sandbox.defects import DEFECTS
 
@@ -68,43 +68,27 @@ def test_expected_table_matches_the_defect_registry() -> None:
 
 
 def test_healthy_money_gate_is_go(tmp_path: Path) -> None:
-    code, output = run_gate(MONEY, "money", None, tmp_path)
-    verdict, checks = read_bundle(tmp_path)
-    tail = output[-4000:]
-    assert failed_sub_checks(checks) == set(), f"healthy sandbox failed:\n{tail}"
-    assert code == 0 and verdict["verdict"] == "GO", f"exit {code}, {verdict['verdict']}:\n{tail}"
+    run = gate(MONEY, "money", None, tmp_path)
+    assert_healthy(run, MONEY_ITEMS)
+    assert run.code == 0 and run.verdict["verdict"] == "GO", f"exit {run.code}:\n{run.tail}"
 
 
 def test_healthy_g03_passes_with_m1_to_m4(tmp_path: Path) -> None:
-    code, output = run_gate([*MONEY, *G03], "go_nogo", None, tmp_path)
-    verdict, checks = read_bundle(tmp_path)
-    items = verdict["items"]
-    assert isinstance(items, dict)
-    tail = output[-4000:]
-    assert failed_sub_checks(checks) == set(), f"healthy sandbox failed:\n{tail}"
-    assert code == 1, f"exit code {code} (go_nogo is NO-GO while other items are MISSING)"
-    for item in ITEMS:
-        assert items[item]["status"] == "PASSED", f"{item}: {items[item]}\n{tail}"
+    run = gate([*MONEY, *G03], "go_nogo", None, tmp_path)
+    # go_nogo is NO-GO while the other release items are MISSING in this partial run.
+    assert run.code == 1, f"exit code {run.code}:\n{run.tail}"
+    assert_healthy(run, ITEMS)
 
 
 @pytest.mark.parametrize("defect", list(EXPECTED))
 def test_defect_breaks_exactly_its_sub_checks(defect: str, tmp_path: Path) -> None:
     broken, sub_checks = EXPECTED[defect]
-    suites, marker = (G03, "go_nogo") if broken == "G03" else (MONEY, "money")
-    code, output = run_gate(suites, marker, defect, tmp_path)
-    tail = output[-4000:]
-    verdict, checks = read_bundle(tmp_path)
-    items = verdict["items"]
-    assert isinstance(items, dict)
-    failed = failed_sub_checks(checks)
-    assert code == 1, f"{defect}: exit code {code}, expected NO-GO:\n{tail}"
-    assert failed == set(sub_checks), f"{defect}: failing sub-checks {failed}:\n{tail}"
-    if broken == "G03":
-        # M1–M4 are MISSING in a G03-only run; G03's own tests are what this defect must fail.
-        assert items["G03"]["status"] != "PASSED", f"G03: {items['G03']}\n{tail}"
+    if broken != "G03":
+        run = gate(MONEY, "money", defect, tmp_path)
+        assert_only_broken(run, defect, broken, sub_checks, MONEY_ITEMS)
         return
-    assert items[broken]["status"] == "FAILED", f"{broken}: {items[broken]}\n{tail}"
-    reason = str(items[broken]["reason"])
-    assert any(f"::{name}" in reason for name in sub_checks), f"{broken} reason: {reason}"
-    for item in set(MONEY_ITEMS) - {broken}:
-        assert items[item]["status"] == "PASSED", f"{item}: {items[item]}\n{tail}"
+    run = gate(G03, "go_nogo", defect, tmp_path)
+    # M1–M4 are MISSING in a G03-only run; G03's own tests are what this defect must fail.
+    assert run.code == 1, f"{defect}: exit code {run.code}:\n{run.tail}"
+    assert run.failed() == set(sub_checks), f"{defect}: failing {run.failed()}:\n{run.tail}"
+    assert run.items["G03"]["status"] == "FAILED", f"G03: {run.items['G03']}\n{run.tail}"

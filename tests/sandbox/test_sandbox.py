@@ -296,7 +296,11 @@ def assert_ops_defects_show(bad: Endpoints, source: Path) -> None:
 
     # scrape_target_down: the alertmanager job's target is down, every other one is up, while
     # Alertmanager itself still answers (the silence below is read from it).
-    targets = prometheus_targets(bad)
+    # Readiness does not wait for Prometheus's first scrapes (its 5 s discovery tick): poll.
+    targets = poll(
+        lambda: (t := prometheus_targets(bad)) and "unknown" not in t.values() and len(t) > 1 and t,
+        "every scrape target scraped once",
+    )
     assert targets.pop("alertmanager") == "down"
     assert set(targets.values()) == {"up"}
 
