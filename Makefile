@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 RELEASE ?= dev
 
-.PHONY: gate test lint bootstrap bench
+.PHONY: gate test lint bootstrap
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -18,6 +18,3 @@ test: bootstrap
 
 lint: bootstrap
 	@$(PY) -m ruff check . && $(PY) -m ruff format --check . && $(PY) -m mypy
-
-bench: bootstrap
-	@$(PY) bench/plugin_overhead.py

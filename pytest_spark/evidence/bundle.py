@@ -216,12 +216,14 @@ def _render_sheet(
 
 
 def _measurement_line(m: Mapping[str, object]) -> str:
-    value = "no data" if m.get("missing") else f"{m.get('value')} {m.get('unit') or ''}".strip()
+    raw = m.get("value")
+    shown = f"{raw:.6g}" if isinstance(raw, float) else str(raw)
+    value = "no data" if m.get("missing") else f"{shown} {m.get('unit') or ''}".strip()
     bounds = []
     if m.get("at_least") is not None:
-        bounds.append(f">= {m['at_least']}")
+        bounds.append(f">= {m['at_least']:g}")
     if m.get("limit") is not None:
-        bounds.append(f"< {m['limit']}")
+        bounds.append(f"< {m['limit']:g}")
     verdict = {True: "ok", False: "OUT OF BOUNDS", None: "recorded"}[m.get("within")]  # type: ignore[index]
     limit = f" (limit {' and '.join(bounds)})" if bounds else ""
     return f"{m.get('name')} = {value}{limit}: {verdict}"

@@ -51,7 +51,8 @@ class Measurement:
             bounds.append(f">= {self.at_least:g}")
         if self.limit is not None:
             bounds.append(f"< {self.limit:g}")
-        shown = "no data" if self.missing else f"{self.value}{self.unit and ' ' + self.unit}"
+        value = f"{self.value:.6g}" if isinstance(self.value, float) else str(self.value)
+        shown = "no data" if self.missing else f"{value}{self.unit and ' ' + self.unit}"
         return f"{self.name} = {shown}" + (f" (limit {' and '.join(bounds)})" if bounds else "")
 
 
