@@ -25,7 +25,9 @@ from pytest_spark.evidence.records import CheckEvidence, Inconclusive
 from pytest_spark.evidence.redact import Redactor
 from pytest_spark.waivers import Waiver
 
-CLAIM_MARKERS = ("blind_spot", "go_nogo", "money", "contract", "rollback", "canary", "chaos")
+CLAIM_MARKERS = frozenset(
+    {"blind_spot", "go_nogo", "money", "contract", "rollback", "canary", "chaos"}
+)
 claims_key = pytest.StashKey[tuple[str, ...]]()
 evidence_key = pytest.StashKey[CheckEvidence]()
 
@@ -36,18 +38,20 @@ OUTCOME_ORDER = ("error", "failed", "inconclusive", "xpassed", "xfailed", "skipp
 def claimed_items(item: pytest.Item, checklist: Checklist) -> tuple[str, ...]:
     """Item ids a test claims through its markers; unknown ids are a usage error."""
     ids: list[str] = []
-    for name in CLAIM_MARKERS:
-        for marker in item.iter_markers(name):
-            for arg in marker.args:
-                for item_id in [arg] if isinstance(arg, str) else list(arg):
-                    if item_id not in checklist.items:
-                        raise pytest.UsageError(
-                            f"{item.nodeid}: @pytest.mark.{name}({item_id!r}) names an item "
-                            f"that is not in {checklist.path}; known ids look like "
-                            f"{', '.join(list(checklist.items)[:4])}, ..."
-                        )
-                    if item_id not in ids:
-                        ids.append(item_id)
+    for marker in item.iter_markers():  # one walk of the node chain, not one per marker name
+        name = marker.name
+        if name not in CLAIM_MARKERS:
+            continue
+        for arg in marker.args:
+            for item_id in [arg] if isinstance(arg, str) else list(arg):
+                if item_id not in checklist.items:
+                    raise pytest.UsageError(
+                        f"{item.nodeid}: @pytest.mark.{name}({item_id!r}) names an item "
+                        f"that is not in {checklist.path}; known ids look like "
+                        f"{', '.join(list(checklist.items)[:4])}, ..."
+                    )
+                if item_id not in ids:
+                    ids.append(item_id)
     return tuple(ids)
 
 
@@ -309,10 +313,13 @@ class GateRun:
     def _sign(self) -> None:
         assert self.verdict is not None and self.key is not None and self.bundle is not None
         for option, name in (("htmlpath", "report.html"), ("xmlpath", "junit.xml")):
+            # Written by pytest-html and junitxml, maybe to a path of the user's choosing:
+            # copy it in if so, and scrub it either way before it is signed.
             chosen = self.config.getoption(option, None)
-            if chosen:
+            if chosen and Path(chosen).resolve() != (self.bundle.root / name).resolve():
                 self.bundle.adopt(Path(chosen), name)
-            self.bundle.redact_in_place(name)
+            else:
+                self.bundle.redact_in_place(name)
         verdict = self.verdict
         predicate = {
             "result": "PASSED" if verdict.go else "FAILED",

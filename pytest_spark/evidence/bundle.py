@@ -10,7 +10,6 @@ import datetime as dt
 import json
 import os
 import secrets
-import shutil
 import subprocess
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -95,9 +94,8 @@ class Bundle:
 
     def adopt(self, source: Path, name: str) -> None:
         """Copy a file written elsewhere (a user-chosen --html/--junitxml path) into the bundle."""
-        if source.exists() and source.resolve() != (self.root / name).resolve():
-            shutil.copyfile(source, self.root / name)
-            self.redact_in_place(name)
+        if source.exists():
+            self.write_bytes(name, self.redactor.text(source.read_text("utf-8")).encode())
 
 
 def git_state(rootdir: Path) -> tuple[str, bool | None]:

@@ -14,12 +14,18 @@ from collections.abc import Iterable
 MASK = "***"
 MIN_SECRET_LENGTH = 4  # shorter values would mask ordinary words and digits
 
-PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    # scheme://user:password@host -> scheme://user:***@host
-    (re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^\s/:@]*:)[^\s@/]+(?=@)", re.I), r"\g<head>***"),
+# (pattern, replacement, literals): a pattern runs only when one of its literals occurs in the
+# lower-cased text, so large files (report.html) pay for the patterns that can match at all.
+PATTERNS: tuple[tuple[re.Pattern[str], str, tuple[str, ...]], ...] = (
+    # scheme://user:password@host -> scheme://user:***@host (anchored on the "://" literal)
+    (re.compile(r"(?P<head>://[^\s/:@]*:)[^\s@/]+(?=@)"), r"\g<head>***", ("://",)),
     # libpq conninfo and similar key=value strings
-    (re.compile(r"(?P<head>\b(?:password|passwd|pwd)\s*=\s*)('[^']*'|\S+)", re.I), r"\g<head>***"),
-    (re.compile(r"(?P<head>\bBearer\s+)[A-Za-z0-9._~+/=-]+", re.I), r"\g<head>***"),
+    (
+        re.compile(r"(?P<head>\b(?:password|passwd|pwd)\s*=\s*)('[^']*'|\S+)", re.I),
+        r"\g<head>***",
+        ("passw", "pwd"),
+    ),
+    (re.compile(r"(?P<head>\bBearer\s+)[A-Za-z0-9._~+/=-]+", re.I), r"\g<head>***", ("bearer",)),
     (
         re.compile(
             r"(?P<head>[?&](?:token|access_token|api_key|apikey|key|secret|signature|sig)=)"
@@ -27,6 +33,7 @@ PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
             re.I,
         ),
         r"\g<head>***",
+        ("token=", "key=", "secret=", "sig=", "signature="),
     ),
     # Slack/Teams/Discord style webhook URLs carry their secret in the path.
     (
@@ -36,19 +43,13 @@ PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
             re.I,
         ),
         "<webhook-url redacted>",
+        ("hooks.slack", "webhook", "discord"),
     ),
     (
         re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.S),
         "<private key redacted>",
+        ("private key-----",),
     ),
-)
-
-
-# Cheap pre-screen: text without any of these cannot match a pattern above, and almost every
-# string the gate writes (node ids, outcomes, numbers) has none, so the patterns are skipped.
-TRIGGER = re.compile(
-    r"://|passw|pwd|bearer|token=|key=|secret=|sig=|signature=|webhook|discord|PRIVATE KEY",
-    re.I,
 )
 
 
@@ -67,8 +68,9 @@ class Redactor:
         for secret in self._ordered:
             if secret in text:
                 text = text.replace(secret, MASK)
-        if TRIGGER.search(text):
-            for pattern, replacement in PATTERNS:
+        lower = text.lower()
+        for pattern, replacement, literals in PATTERNS:
+            if any(literal in lower for literal in literals):
                 text = pattern.sub(replacement, text)
         return text
 
