@@ -25,14 +25,18 @@ STOP_GRACE_S = 30.0
 
 
 def run_gate(
-    suites: Sequence[str], marker: str, defect: str | None, evidence_dir: Path
+    suites: Sequence[str],
+    marker: str,
+    defect: str | None,
+    evidence_dir: Path,
+    extra_args: Sequence[str] = (),
 ) -> tuple[int, str]:
     """The suites as a gate run; stopped with SIGINT (so the sandbox is torn down) when it
     overruns, then killed."""
     argv = [sys.executable, "-m", "pytest", *suites, "-m", marker]
     if defect:
         argv += ["--spark-sandbox-defect", defect]
-    argv += ["--spark-evidence-dir", str(evidence_dir), "-p", "no:cacheprovider"]
+    argv += [*extra_args, "--spark-evidence-dir", str(evidence_dir), "-p", "no:cacheprovider"]
     # Its own state dir: a sandbox someone left running with `sandbox up` is never reused.
     env = {**os.environ, "SPARK_SANDBOX_STATE_DIR": str(evidence_dir / "state")}
     env.pop("PYTEST_XDIST_WORKER", None)
@@ -95,8 +99,14 @@ class GateOutcome:
         return failed_sub_checks(self.checks)
 
 
-def gate(suites: Sequence[str], marker: str, defect: str | None, evidence_dir: Path) -> GateOutcome:
-    code, output = run_gate(suites, marker, defect, evidence_dir)
+def gate(
+    suites: Sequence[str],
+    marker: str,
+    defect: str | None,
+    evidence_dir: Path,
+    extra_args: Sequence[str] = (),
+) -> GateOutcome:
+    code, output = run_gate(suites, marker, defect, evidence_dir, extra_args)
     verdict, checks = read_bundle(evidence_dir)
     bundle = next(evidence_dir.glob("dev/*/verdict.json")).parent
     return GateOutcome(code, verdict, checks, output, bundle)
