@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,9 +60,6 @@ class Checklist:
 
     def evidence_name(self, key: str, release: str) -> str:
         return self.evidence_files[key].replace("<release>", release)
-
-    def unknown(self, ids: Iterable[str]) -> list[str]:
-        return sorted(set(ids) - set(self.items))
 
 
 def load(path: Path) -> Checklist:

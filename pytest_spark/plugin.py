@@ -7,7 +7,6 @@ The concerns live in their own modules and are imported inside the hooks that ne
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -59,9 +58,3 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     run = config.stash.get(run_key, None)
     if run is not None:
         config.pluginmanager.unregister(run)
-
-
-def bundle_path(config: pytest.Config) -> Path | None:
-    """The evidence bundle of this run, when a gate is in play."""
-    run = config.stash.get(run_key, None)
-    return None if run is None or run.gate is None else Path(run.bundle.root)
