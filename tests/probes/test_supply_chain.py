@@ -252,6 +252,33 @@ def test_schema_validation_with_cyclonedx_python_lib() -> None:
     assert str(sc.validate_sbom("{")).startswith("not JSON")
 
 
+@pytest.mark.parametrize(
+    "iri",
+    [
+        "https://pypi.org/project/psycopg/",
+        "git+https://github.com/org/repo.git@v1.2",
+        "mailto:ops@spark.example",
+        "../relative/path",
+        "",
+        "http://exa mple.com/",
+        "http://[::1/",
+        "https://example.com/%zz",
+        "https://bücher.example/ünïcode",
+    ],
+)
+def test_fast_iri_check_agrees_with_the_exact_parser(iri: str) -> None:
+    from jsonschema.validators import Draft7Validator
+
+    fast = sc.fast_format_checker()
+    for fmt in ("iri", "iri-reference"):
+        assert fast.conforms(iri, fmt) == Draft7Validator.FORMAT_CHECKER.conforms(iri, fmt), fmt
+
+
+def test_fast_iri_check_accepts_ip_literals() -> None:
+    # RFC 3986 §3.2.2 allows them; rfc3987-syntax's grammar rejects them.
+    assert sc.fast_format_checker().conforms("http://[::1]:8080/a?b=c#d", "iri-reference")
+
+
 def test_denied_licence_overlay_shows_up_in_a_real_sbom(tmp_path: Path) -> None:
     """The sandbox's supply_chain defect, end to end through cyclonedx-py (no validation)."""
     environment = sandbox_supply_chain.release_environment(["denied_license"], tmp_path)
