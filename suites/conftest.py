@@ -8,7 +8,6 @@ through the probes in ``pytest_spark.probes``. Thresholds come from ``ops/``, ne
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 
@@ -17,14 +16,11 @@ import psycopg
 import pytest
 
 from pytest_spark.config import Target
+from pytest_spark.evidence.redact import Redactor
 
 Reach = Callable[..., AbstractContextManager[list[str]]]
-DSN_PASSWORD = re.compile(r"password=(\S+)|://[^:/@\s]+:([^@\s]+)@")
-
-
-def hide_password(endpoint: str) -> str:
-    """The endpoint as it may be shown: the password of a conninfo string or URL masked."""
-    return DSN_PASSWORD.sub(lambda m: m.group(0).replace(m.group(1) or m.group(2), "***"), endpoint)
+# The evidence redactor already masks passwords in conninfo strings and URLs.
+hide_password = Redactor().text
 
 
 @pytest.fixture
