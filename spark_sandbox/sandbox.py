@@ -43,6 +43,7 @@ import os
 import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -174,7 +175,7 @@ class Sandbox:
         progress: Callable[[str], None] | None = None,
     ) -> None:
         resolve(defects)  # an unknown name fails here, before anything starts
-        self.run_root = Path(run_root) if run_root is not None else Path(".spark") / "sandbox"
+        self.run_root = Path(run_root) if run_root is not None else default_run_root()
         self.defects = tuple(defects)
         self.progress = progress or (lambda line: None)
         self.endpoints: Endpoints | None = None
@@ -758,6 +759,19 @@ def new_run_dir(run_root: Path) -> Path:
 
     chown_to_service_user(run_dir)
     return run_dir
+
+
+def default_run_root() -> Path:
+    """``.spark/sandbox`` in the checkout, or a folder in the system temp dir when the postgres
+    user could not reach the checkout (a clone inside a 0700 directory, as ``mktemp -d`` makes)."""
+    local = Path(".spark") / "sandbox"
+    try:
+        check_reachable_by_postgres(Path.cwd())
+    except ServiceStartError:
+        shared = Path(tempfile.gettempdir()) / "spark-sandbox"
+        shared.mkdir(mode=0o755, exist_ok=True)
+        return shared
+    return local
 
 
 def check_reachable_by_postgres(path: Path) -> None:

@@ -593,3 +593,19 @@ def test_a_promtool_test_file_beside_the_rules_is_not_loaded_as_rules(ops_source
     rules = ops_source / "prometheus" / "rules"
     (rules / "slo_test.yml").write_text("rule_files: [slo.yml]\ntests: []\n")
     assert ops_defects.rule_files(ops_source) == [rules / "slo.yml"]
+
+
+def test_default_run_root_leaves_a_checkout_postgres_cannot_reach(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from spark_sandbox.sandbox import check_reachable_by_postgres, default_run_root
+
+    private = tmp_path / "private-clone"
+    private.mkdir(mode=0o700)
+    monkeypatch.chdir(private)
+    root = default_run_root()
+    if os.geteuid() == 0:  # only root drops to the postgres user, so only then it matters
+        assert not root.is_relative_to(private)
+        check_reachable_by_postgres(root)  # raises if the fallback were unreachable too
+    else:
+        assert root == Path(".spark") / "sandbox"
