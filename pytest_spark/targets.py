@@ -53,10 +53,12 @@ def _sandbox_target(
     flat = {k: str(v) for k, v in endpoints.items() if isinstance(v, str | int | float)}
     run = config.stash.get(run_key, None)
     if run is not None:
-        # The sandbox's DSNs carry its (throw-away) passwords: keep them out of the bundle too.
+        # The sandbox's DSNs carry its (throw-away) passwords, and its control API a bearer
+        # token: keep them out of the bundle too.
         run.redactor.add(
             m.group(1) or m.group(2)
             for k, v in flat.items()
             if k.endswith("dsn") and (m := DSN_PASSWORD.search(v))
         )
+        run.redactor.add(v for k, v in flat.items() if k.endswith("_token"))
     return replace(spark.target, endpoints=flat, settings={**spark.target.settings, **endpoints})

@@ -4,18 +4,22 @@
 ``spark-gate`` console script calls it, and ``python -m spark_sandbox`` runs it alone. The
 parsed namespace carries ``func`` (``Callable[[argparse.Namespace], int]``)::
 
-    spark-gate sandbox up [--defect NAME]... [--run-root DIR]
+    spark-gate sandbox up [--defect NAME]... [--run-root DIR] [--foreground]
     spark-gate sandbox status
     spark-gate sandbox down
 
-The state file lives in ``$SPARK_SANDBOX_STATE_DIR`` (default ``.spark/`` here). Exit codes:
-0 ok, 1 failure with a message on stderr. DSN passwords are never printed.
+The state file lives in ``$SPARK_SANDBOX_STATE_DIR`` (default: this user's sandbox home,
+``<temp dir>/spark-sandbox-<uid>``), so every command finds the sandbox from any directory.
+SIGTERM (how CI cancels a job) stops a starting or foreground sandbox as Ctrl-C does. Exit
+codes: 0 ok, 1 failure with a message on stderr. DSN passwords and the fault proxy's token
+are never printed.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +32,8 @@ ENDPOINT_FIELDS = (
     "alertmanager_url", "alert_sink_url", "ntp_server", "postgres_dsn", "app_dsn",
     "listen_dsn", "pgbouncer_admin_dsn", "migrations_dir", "ops_dir", "run_dir",
 )  # fmt: skip
+# A foreground sandbox checks this often that every service still runs.
+WATCH_SECONDS = 1.0
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -47,6 +53,12 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         help=f"seed a named defect (repeatable): {', '.join(sorted(DEFECTS))}",
     )
     up.add_argument("--run-root", type=Path, default=None, metavar="DIR", help="run dir parent")
+    up.add_argument(
+        "--foreground",
+        action="store_true",
+        help="keep the sandbox attached to this command until Ctrl-C or SIGTERM, then stop it "
+        "(for CI jobs and terminals that should own it)",
+    )
     up.set_defaults(func=sandbox_up)
     status = commands.add_parser("status", help="show each service and whether it is up")
     status.set_defaults(func=sandbox_status)
@@ -56,7 +68,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def sandbox_up(args: argparse.Namespace) -> int:
-    running = orchestrator.find_running()
+    running = orchestrator.find_running(report=warn)
     if running is not None:
         return fail(
             f"a sandbox is already running (run dir {running.run_dir}); "
@@ -71,32 +83,55 @@ def sandbox_up(args: argparse.Namespace) -> int:
     except ValueError as exc:  # an unknown defect name
         return fail(str(exc))
     try:
-        endpoints = sandbox.start()
-        # By hand, "up" should mean the dashboards already have data to show.
-        sandbox.await_first_scrapes()
-    except (ServiceStartError, OSError, ValueError) as exc:
-        sandbox.stop()
-        return fail(orchestrator.redact(str(exc)))
-    try:
-        state_path = sandbox.detach()
-    except BaseException:
-        sandbox.stop()  # a sandbox nobody can find again must not keep running
-        raise
+        with orchestrator.sigterm_as_interrupt():
+            try:
+                endpoints = sandbox.start()
+                # By hand, "up" should mean the dashboards already have data to show.
+                sandbox.await_first_scrapes()
+                if args.foreground:
+                    return run_in_foreground(sandbox, endpoints.to_dict())
+                state_path = sandbox.detach()
+            except (ServiceStartError, OSError, ValueError) as exc:
+                sandbox.stop()
+                return fail(orchestrator.redact(str(exc)))
+            except BaseException:
+                sandbox.stop()  # Ctrl-C or SIGTERM: a sandbox nobody can find must not run on
+                raise
+    except KeyboardInterrupt as exc:
+        return fail(f"interrupted ({exc or 'Ctrl-C'}); every service was stopped")
     print_endpoints(endpoints.to_dict())
     print(f"state: {state_path}")
     return 0
 
 
+def run_in_foreground(sandbox: orchestrator.Sandbox, endpoints: dict[str, Any]) -> int:
+    """Serve until interrupted (the caller stops the sandbox) or until a service exits."""
+    state_path = sandbox.record_state()
+    print_endpoints(endpoints)
+    print(f"state: {state_path}")
+    print("running in the foreground: Ctrl-C or SIGTERM stops every service", flush=True)
+    try:
+        while not (exited := sandbox.exited_services()):
+            time.sleep(WATCH_SECONDS)
+    except KeyboardInterrupt as exc:  # the way a foreground sandbox is meant to end
+        sandbox.stop()
+        print(f"{exc or 'interrupted'}: stopped every service", flush=True)
+        return 0
+    sandbox.stop()
+    return fail(f"{', '.join(exited)} exited on its own; stopped the sandbox")
+
+
 def sandbox_status(args: argparse.Namespace) -> int:
-    state = orchestrator.read_state()
-    if state is None:
-        return fail("no sandbox is running (no state file); start one with `sandbox up`")
-    status = orchestrator.service_status(state)
-    pids = state.get("pids", {})
+    run = orchestrator.recorded_run(report=warn)
+    if run is None:
+        return fail("no sandbox is running (no usable state file); start one with `sandbox up`")
+    status = orchestrator.service_status(run)
+    pids = run.state.get("pids", {})
     width = max(map(len, status), default=0)
     for name, up in status.items():
         print(f"{name:<{width}}  {'up' if up else 'DOWN'}  pid {pids.get(name, '?')}")
-    print_endpoints(state.get("endpoints", {}))
+    print_endpoints(run.state.get("endpoints", {}))
+    print(f"state: {run.state_path}")
     if not status or not all(status.values()):
         down = ", ".join(name for name, up in status.items() if not up)
         return fail(f"sandbox is degraded: {down} not running; `sandbox down` cleans it up")
@@ -104,11 +139,11 @@ def sandbox_status(args: argparse.Namespace) -> int:
 
 
 def sandbox_down(args: argparse.Namespace) -> int:
-    state = orchestrator.read_state()
-    if state is None:
-        return fail("no sandbox is running (no state file)")
-    orchestrator.stop_recorded()
-    print(f"stopped sandbox {state.get('run_dir', '(unknown run dir)')}")
+    run = orchestrator.recorded_run(report=warn)
+    if run is None:
+        return fail("no sandbox to stop (no usable state file)")
+    run.tear_down(report=warn)
+    print(f"stopped sandbox {run.record.run_dir}")
     return 0
 
 
@@ -116,11 +151,17 @@ def print_endpoints(endpoints: dict[str, Any]) -> None:
     for name in ENDPOINT_FIELDS:
         if name in endpoints:
             print(f"{name}: {orchestrator.redact(str(endpoints[name]))}")
+    if endpoints.get("toxiproxy_token"):
+        print("toxiproxy_token: *** (endpoints.toxiproxy_token in the state file, owner-only)")
     print(f"defects: {', '.join(endpoints.get('defects', [])) or '(none)'}")
 
 
-def fail(message: str) -> int:
+def warn(message: str) -> None:
     print(f"spark sandbox: {message}", file=sys.stderr)
+
+
+def fail(message: str) -> int:
+    warn(message)
     return 1
 
 

@@ -11,69 +11,120 @@ Interface used by the gate plugin::
     find_running(state_dir=None)     # Endpoints of a sandbox started by `sandbox up`, or None
 
 ``Sandbox(run_root, defects, progress)``: ``run_root`` holds one ``run-<timestamp>-<pid>`` dir per
-start (default ``.spark/sandbox`` in the current directory; it must be traversable by the
-``postgres`` user); ``defects`` are names from :mod:`spark_sandbox.defects`; ``progress`` gets
-one line per service as it becomes ready.
+start (default: this user's sandbox home, ``<temp dir>/spark-sandbox-<uid>``, the same from any
+working directory; it must be traversable by the ``postgres`` user); ``defects`` are names from
+:mod:`spark_sandbox.defects`; ``progress`` gets one line per service as it becomes ready.
+``stop()`` is safe at any moment, also from a KeyboardInterrupt that lands in the middle of
+``start()``: steps still starting a service stop it themselves, and every child spawned is
+swept by its recorded identity.
 
 :class:`Endpoints` is a frozen dataclass (``to_dict()`` / ``from_dict()``): ``api_url`` (the API
 behind the fault proxy), ``web_url`` (its web page), ``third_party_origin``, ``toxiproxy_url``,
+``toxiproxy_token`` (the fault proxy's per-run bearer token: a secret, like the DSN passwords),
 ``prometheus_url``, ``alertmanager_url``, ``alert_sink_url``, ``ntp_server`` (``host:port``),
-``postgres_dsn`` (superuser, direct), ``app_dsn`` (what the API uses: fault proxy ->
-PgBouncer transaction pool), ``listen_dsn`` (PgBouncer session pool), ``pgbouncer_admin_dsn``,
-``migrations_dir``, ``ops_dir`` (the ops artefacts this deployment serves), ``run_dir``,
-``defects``, ``pids`` (service name -> pid; each service leads its own process group) and
-``release_environment`` (the Python environment the deployment releases, for its SBOM).
+``postgres_dsn`` (superuser, direct, with its per-run password), ``app_dsn`` (what the API
+uses: fault proxy -> PgBouncer transaction pool), ``listen_dsn`` (PgBouncer session pool),
+``pgbouncer_admin_dsn``, ``migrations_dir``, ``ops_dir`` (the ops artefacts this deployment
+serves), ``run_dir``, ``defects``, ``pids`` (service name -> pid; each service leads its own
+process group) and ``release_environment`` (the Python environment the deployment releases,
+for its SBOM).
 
-State of a detached sandbox (``sandbox up``): ``<state_dir>/sandbox.json``, where ``state_dir``
-is ``$SPARK_SANDBOX_STATE_DIR`` or ``.spark`` in the current directory. Each run dir also holds
-``run.json`` (owner pid, detached flag, service pids with their start times), which is how a
-later start recognises and removes the leftovers of a killed run. ``sandbox.detach(state_dir)``
-leaves a started sandbox running and writes the state file; ``stop_recorded(state_dir)`` stops
-what it records; ``redact(text)`` hides DSN passwords. Set ``SPARK_SANDBOX_KEEP=1``
-to keep run dirs (logs, data) after ``stop()``, and ``SPARK_SANDBOX_OPS_DIR`` to serve another
-ops dir than the repo's ``ops/``.
+State of a sandbox left running (``sandbox up``): ``<state_dir>/sandbox.json``, where
+``state_dir`` is ``$SPARK_SANDBOX_STATE_DIR`` or the sandbox home. Each run dir holds
+``run.json`` (owner, detached flag, every spawned process with its start time and executable),
+which is how a later start recognises and removes the leftovers of a killed run; both files
+are sealed with this user's key and checked before anything they name is touched
+(:mod:`spark_sandbox.runs`). ``sandbox.detach(state_dir)`` leaves a started sandbox running
+and writes the state file; ``stop_recorded(state_dir)`` stops what it records;
+``redact(text)`` hides DSN passwords. Set ``SPARK_SANDBOX_KEEP=1`` to keep run dirs (logs,
+data) after ``stop()``, and ``SPARK_SANDBOX_OPS_DIR`` to serve another ops dir than the repo's
+``ops/``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import http.client
-import json
 import os
+import secrets
 import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field, fields
-from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
 
 from spark_sandbox import ops_defects, supply_chain
 from spark_sandbox.defects import for_layer, resolve
+from spark_sandbox.runs import (
+    DATABASE_TIER,
+    FIRST_STOP_SIGNAL,
+    RUN_RECORD,
+    STATE_FILE,
+    NotOurs,
+    ProcessIdentity,
+    RecordedRun,
+    Report,
+    RunDirGone,
+    RunRecord,
+    drop_state,
+    finish_despite_interrupts,
+    forget_state,
+    group_members,
+    home_dir,
+    load_recorded_run,
+    process_start_time,
+    read_owned_json,
+    reap_stale_runs,
+    run_dir_name,
+    run_key,
+    sigterm_as_interrupt,
+    state_path,
+    stop_process_group,
+    stop_recorded_processes,
+    unseal,
+    warn,
+    write_state,
+)
 from spark_sandbox.services.ports import free_port, is_listening
-from spark_sandbox.services.process import ServiceProcess, ServiceStartError, tail
+from spark_sandbox.services.process import (
+    ServiceProcess,
+    ServiceStartError,
+    spawn_observer,
+    tail,
+)
+
+__all__ = [
+    "RUN_RECORD",
+    "STATE_FILE",
+    "Endpoints",
+    "Sandbox",
+    "find_running",
+    "group_members",
+    "process_start_time",
+    "reap_stale_runs",
+    "redact",
+    "sigterm_as_interrupt",
+    "stop_recorded",
+]
 
 HOST = "127.0.0.1"
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_DIR = PACKAGE_DIR.parent
-STATE_FILE = "sandbox.json"
-RUN_RECORD = "run.json"
-STATE_DIR_ENV = "SPARK_SANDBOX_STATE_DIR"
 KEEP_ENV = "SPARK_SANDBOX_KEEP"
 # A whole start is a few seconds; this only bounds a wedged step that has no deadline of its own.
 START_DEADLINE_SECONDS = 120.0
-STOP_GRACE_SECONDS = 5.0
-# SIGTERM is PostgreSQL's *smart* shutdown, which waits for every client; SIGINT is *fast*.
-# Its backends lead their own process groups, so only the postmaster can stop them cleanly.
-FIRST_STOP_SIGNAL = {"postgres": signal.SIGINT}
-# Stopped last, in this order, once every client of theirs is gone.
-DATABASE_TIER = {"pgbouncer": 0, "postgres": 1}
+# How long stop() lets steps that are still starting a service finish (they then stop it).
+STEPS_FINISH_SECONDS = 30.0
+# Prometheus and Alertmanager confirm a SIGHUP reload in their metrics within a second or two.
+RELOAD_SECONDS = 10.0
+CHAOSPROXY_TOKEN_ENV = "SPARK_CHAOSPROXY_TOKEN"
 PYTHON_READY_SECONDS = 20.0
 # Steps that are not a service themselves: whose log explains their failure.
 STEP_LOGS = {
@@ -123,6 +174,9 @@ class Endpoints:
     pids: Mapping[str, int] = field(default_factory=dict)
     # The Python environment this deployment releases (a venv dir): what its SBOM describes.
     release_environment: str = ""
+    # The fault proxy's bearer token. Its key ends in "_token" so the gate redacts it as it
+    # does DSN passwords; kept out of repr() for the same reason.
+    toxiproxy_token: str = field(default="", repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types: paths as strings, defects as a list."""
@@ -165,6 +219,10 @@ class Step:
     run: Callable[[Plan], None]
 
 
+class StartAbandoned(RuntimeError):
+    """A step finished starting a service after stop() began; the service was stopped at once."""
+
+
 class Sandbox:
     """One sandbox deployment: start it, use its endpoints, stop it (also as a context manager)."""
 
@@ -181,56 +239,97 @@ class Sandbox:
         self.endpoints: Endpoints | None = None
         self.run_dir: Path | None = None
         self._services: list[tuple[str, Stoppable]] = []
+        # Every child spawned for this run, by name, from the moment it exists.
+        self._children: dict[str, ProcessIdentity] = {}
         self._lock = threading.Lock()
         self._detached = False
+        self._stopping = threading.Event()
+        self._step_futures: list[Future[None]] = []
         self._plan: Plan | None = None
+        self._nonce = secrets.token_hex(16)
+        self._key: bytes | None = None
+        self._state_path: Path | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> Endpoints:
         """Start every service in dependency order; on any failure stop them all and re-raise."""
-        if self.run_dir is not None:
+        if self.run_dir is not None or self._stopping.is_set():
             raise RuntimeError("this Sandbox was already started; create a new one")
         began = time.monotonic()
-        self.run_root.mkdir(parents=True, exist_ok=True)
-        self.run_root = self.run_root.resolve()
-        check_reachable_by_postgres(self.run_root)
-        for removed in reap_stale_runs(self.run_root):
-            self.progress(f"removed stale run dir {removed}")
-        for defect in resolve(self.defects):
-            if defect.layer not in APPLIED_LAYERS:
-                self.progress(f"defect {defect.name} ({defect.layer} layer) is not applied here")
-        self.run_dir = new_run_dir(self.run_root)
-        self._write_run_record()
+        observing = spawn_observer.set(self._spawned)
         try:
+            self._key = run_key()
+            self.run_root.mkdir(parents=True, exist_ok=True)
+            self.run_root = self.run_root.resolve()
+            check_reachable_by_postgres(self.run_root)
+            for removed in reap_stale_runs(self.run_root, self.progress):
+                self.progress(f"removed stale run dir {removed}")
+            for defect in resolve(self.defects):
+                if defect.layer not in APPLIED_LAYERS:
+                    self.progress(f"defect {defect.name} ({defect.layer} layer) is not applied")
+            # Named before it exists, so that stop() removes it whenever an interrupt lands.
+            self.run_dir = self.run_root / run_dir_name()
+            self.run_dir.mkdir(mode=0o755)
+            with self._lock:
+                self._write_run_record()
+            # PostgreSQL (as the postgres user) writes its cluster, archive and sockets below it.
+            from spark_sandbox.services.postgres import chown_to_service_user
+
+            chown_to_service_user(self.run_dir)
             plan = Plan(
                 run_dir=self.run_dir,
                 defects=self.defects,
                 ops_dir=ops_defects.prepare_ops_dir(self.defects, self.run_dir),
                 ports=allocate_ports(),
+                values={"toxiproxy_token": secrets.token_urlsafe(32)},
             )
             self._plan = plan
             self._run_steps(plan, self._steps())
             self.endpoints = self._endpoints(plan)
+            self.progress(f"sandbox ready in {time.monotonic() - began:.2f} s: {self.run_dir}")
+            return self.endpoints
         except BaseException as exc:
             self.stop()
             if isinstance(exc, ServiceStartError | KeyboardInterrupt | SystemExit):
                 raise
             step = "ops" if isinstance(exc, ops_defects.OpsDefectError) else "sandbox"
             raise ServiceStartError(step, [], f"{type(exc).__name__}: {exc}", "") from exc
-        self.progress(f"sandbox ready in {time.monotonic() - began:.2f} s: {self.run_dir}")
-        return self.endpoints
+        finally:
+            spawn_observer.reset(observing)
 
     def stop(self) -> None:
         """Stop every started service, sweep their process groups, remove the run dir.
 
         The clients go first, all at once; then PgBouncer, then PostgreSQL, so that no client
-        holds a connection the database would wait for.
+        holds a connection the database would wait for. Safe at any point of start() (from its
+        KeyboardInterrupt too) and idempotent; a Ctrl-C during stop() is held until it is done.
         """
+        self._stopping.set()
+        with self._lock:
+            if self._detached:
+                return
+        finish_despite_interrupts(
+            [
+                self._let_steps_finish,
+                self._stop_services,
+                self._sweep_children,
+                self._forget_state,
+                self._remove_run_dir,
+            ]
+        )
+
+    def _let_steps_finish(self) -> None:
+        # A step in the middle of a readiness wait stops its service itself once it sees
+        # _stopping (see _started and _spawned); waiting here keeps the sweep below last.
+        with self._lock:
+            futures = list(self._step_futures)
+        if futures:
+            wait(futures, timeout=STEPS_FINISH_SECONDS)
+
+    def _stop_services(self) -> None:
         with self._lock:
             services, self._services = self._services, []
-        if self._detached:
-            return
         clients = [(n, s) for n, s in services if n not in DATABASE_TIER]
         databases = [(n, s) for n, s in services if n in DATABASE_TIER]
         databases.sort(key=lambda entry: DATABASE_TIER[entry[0]])
@@ -239,6 +338,20 @@ class Sandbox:
                 list(pool.map(lambda entry: self._stop_one(*entry), clients))
         for name, service in databases:
             self._stop_one(name, service)
+
+    def _sweep_children(self) -> None:
+        """Whatever was spawned and still runs as itself: also children never registered,
+        such as one whose start was interrupted mid-way."""
+        with self._lock:
+            children = dict(self._children)
+        stop_recorded_processes(children, self.progress)
+
+    def _forget_state(self) -> None:
+        if self._state_path is not None:
+            forget_state(self._state_path, self._nonce)
+            self._state_path = None
+
+    def _remove_run_dir(self) -> None:
         run_dir, self.run_dir = self.run_dir, None
         if run_dir is not None and not os.environ.get(KEEP_ENV):
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -252,16 +365,43 @@ class Sandbox:
         if pid is not None:
             stop_process_group(pid, first=FIRST_STOP_SIGNAL.get(name, signal.SIGTERM))
 
+    def record_state(self, state_dir: Path | None = None) -> Path:
+        """Write the state file that lets ``sandbox status|down`` and later gate runs find this
+        sandbox; stop() removes it again unless the sandbox was detached."""
+        if self.endpoints is None or self.run_dir is None or self._key is None:
+            raise RuntimeError("only a started sandbox can be recorded")
+        with self._lock:
+            record = self._run_record()
+        path = write_state(record, self.endpoints.to_dict(), self._key, state_dir)
+        self._state_path = path
+        return path
+
     def detach(self, state_dir: Path | None = None) -> Path:
         """Leave the services running past this process and record them in the state file."""
-        if self.endpoints is None or self.run_dir is None:
-            raise RuntimeError("only a started sandbox can be detached")
-        path = write_state(self.endpoints, state_dir)
+        path = self.record_state(state_dir)
         with self._lock:
             self._detached = True
             self._write_run_record()
             self._services = []
         return path
+
+    def exited_services(self) -> list[str]:
+        """Services of this running sandbox whose process is no longer the one started."""
+        with self._lock:
+            services = {name: self._children.get(name) for name, _ in self._services}
+        return [n for n, ident in services.items() if ident is None or ident.mismatch() is not None]
+
+    def reload(self, service: str) -> None:
+        """Make ``prometheus`` or ``alertmanager`` re-read its config files (after a rule or
+        routing change): SIGHUP to the process this sandbox started, confirmed by its metrics."""
+        if self._plan is None:
+            raise RuntimeError("start() the sandbox first")
+        with self._lock:
+            pid = next((s.pid for n, s in self._services if n == service), None)
+        if pid is None or service not in ("prometheus", "alertmanager"):
+            raise ValueError(f"{service!r} is not a running prometheus or alertmanager")
+        log_path = self._plan.run_dir / "logs" / f"{service}.log"
+        reload_config(service, pid, self._plan.url(service), log_path)
 
     def __enter__(self) -> Endpoints:
         return self.start()
@@ -277,30 +417,48 @@ class Sandbox:
     # -- bookkeeping -------------------------------------------------------------------------
 
     def _started(self, name: str, service: Stoppable) -> None:
-        """Record a service the moment it runs, so that a failure later still stops it."""
+        """Register a service as it starts, so that a failure later still stops it; one that
+        finishes starting after stop() began is stopped at once."""
         with self._lock:
-            self._services.append((name, service))
-            self._write_run_record()
+            abandoned = self._stopping.is_set()
+            if not abandoned:
+                self._services.append((name, service))
+        if abandoned:
+            self._stop_one(name, service)
+            raise StartAbandoned(f"{name}: the sandbox was stopped while it started")
+
+    def _spawned(self, service: ServiceProcess) -> None:
+        """Record a child in run.json the moment it exists (before its readiness wait)."""
+        assert service.pid is not None
+        identity = ProcessIdentity.of(service.pid)
+        with self._lock:
+            if identity.start is not None and identity.exe is not None:
+                self._children[service.name] = identity  # else it has exited already
+                self._write_run_record()
+            abandoned = self._stopping.is_set()
+        if abandoned:  # raised inside ServiceProcess.start(), which then stops the child
+            raise StartAbandoned(f"{service.name}: the sandbox was stopped while it started")
+
+    def _run_record(self) -> RunRecord:
+        assert self.run_dir is not None
+        return RunRecord(
+            run_dir=self.run_dir,
+            nonce=self._nonce,
+            owner=ProcessIdentity.of(os.getpid()),
+            detached=self._detached,
+            processes=dict(self._children),
+        )
 
     def _write_run_record(self) -> None:
-        if self.run_dir is None:
-            return
-        processes = {n: [s.pid, process_start_time(s.pid)] for n, s in self._services if s.pid}
-        record = {
-            "owner_pid": os.getpid(),
-            "owner_start": process_start_time(os.getpid()),
-            "detached": self._detached,
-            "processes": processes,
-        }
-        write_json_atomically(self.run_dir / RUN_RECORD, record)
+        """Hold self._lock: every writer rewrites the whole record."""
+        if self.run_dir is not None and self._key is not None:
+            self._run_record().write(self._key)
 
     def _spawn(self, plan: Plan, name: str, service: ServiceProcess, address: str) -> None:
         began = time.monotonic()
         # Registered before start(): start() stops a child that fails, and stop() is idempotent.
         self._started(name, service)
         service.start()
-        with self._lock:
-            self._write_run_record()
         self._report(f"{name} ready on {address}", began)
 
     def _report(self, what: str, began: float) -> None:
@@ -313,12 +471,18 @@ class Sandbox:
         running: dict[Future[None], str] = {}
         failure: BaseException | None = None
         deadline = time.monotonic() + START_DEADLINE_SECONDS
-        with ThreadPoolExecutor(max_workers=len(steps), thread_name_prefix="sandbox") as pool:
+        pool = ThreadPoolExecutor(max_workers=len(steps), thread_name_prefix="sandbox")
+        try:
             while pending or running:
                 if failure is None:
                     for name, step in list(pending.items()):
                         if set(step.after) <= done:
-                            running[pool.submit(step.run, plan)] = name
+                            # Each step sees this start's spawn observer (a context variable).
+                            context = contextvars.copy_context()
+                            future = pool.submit(context.run, step.run, plan)
+                            with self._lock:
+                                self._step_futures.append(future)
+                            running[future] = name
                             del pending[name]
                 if not running:
                     break
@@ -334,6 +498,9 @@ class Sandbox:
                         done.add(name)
                     elif failure is None:
                         failure = as_start_error(name, error, plan.run_dir)
+        finally:
+            # Not shutdown(wait=True): on Ctrl-C the running steps are stop()'s to wind down.
+            pool.shutdown(wait=False, cancel_futures=True)
         if failure is not None:
             raise failure
         if pending:
@@ -432,7 +599,12 @@ class Sandbox:
             }
             for name, (listen, upstream) in upstreams.items()
         ]
-        response = httpx.post(f"{plan.url('chaosproxy')}/populate", json=body, timeout=5.0)
+        response = httpx.post(
+            f"{plan.url('chaosproxy')}/populate",
+            json=body,
+            headers={"Authorization": f"Bearer {plan.values['toxiproxy_token']}"},
+            timeout=5.0,
+        )
         if response.status_code != 201:
             raise RuntimeError(f"POST /populate answered {response.status_code}: {response.text}")
         self.progress(f"proxies created: {', '.join(upstreams)}")
@@ -440,7 +612,9 @@ class Sandbox:
     def _start_chaosproxy(self, plan: Plan) -> None:
         port = plan.ports["chaosproxy"]
         argv = python_module("spark_sandbox.chaosproxy", "--host", HOST, "--port", str(port))
-        service = self._python_service(plan, "chaosproxy", argv, {}, http_ready(port, "/proxies"))
+        # In the environment, not argv: any local user can read another's command line.
+        env = {CHAOSPROXY_TOKEN_ENV: plan.values["toxiproxy_token"]}
+        service = self._python_service(plan, "chaosproxy", argv, env, http_ready(port))
         self._spawn(plan, "chaosproxy", service, f"{HOST}:{port}")
 
     def _start_feed(self, plan: Plan) -> None:
@@ -513,18 +687,16 @@ class Sandbox:
         from spark_sandbox.services.prometheus import start_alertmanager
 
         began = time.monotonic()
+        webhook_url = plan.values["alert_sink"].webhook_url
+        routing = plan.ops_dir / "alertmanager.yml"
+        # The release's own routing, every webhook pointed at the alert sink: receivers and
+        # routes are then the ones the gate judges, not the executor's catch-all. Given at
+        # start rather than reloaded after, so no reload endpoint is needed for it.
+        config = routed_to_sink(routing.read_text(), webhook_url) if routing.is_file() else None
         proc, am = start_alertmanager(
-            plan.run_dir, plan.values["alert_sink"].webhook_url, port=plan.ports["alertmanager"]
+            plan.run_dir, webhook_url, port=plan.ports["alertmanager"], config_text=config
         )
         self._started("alertmanager", proc)
-        routing = plan.ops_dir / "alertmanager.yml"
-        if routing.is_file():
-            # The release's own routing, every webhook pointed at the alert sink: receivers and
-            # routes are then the ones the gate judges, not the executor's catch-all.
-            am.config_path.write_text(
-                routed_to_sink(routing.read_text(), plan.values["alert_sink"].webhook_url)
-            )
-            reload_config(am.url, plan.run_dir / "logs" / "alertmanager.log")
         self._report(f"alertmanager ready on {am.address}", began)
         if ops_defects.SILENCED_RELEASE_ALERT in plan.defects:
             silence = ops_defects.silence_release_alert(am.url, plan.ops_dir)
@@ -653,6 +825,7 @@ class Sandbox:
             defects=self.defects,
             pids=pids,
             release_environment=str(supply_chain.release_environment(self.defects, plan.run_dir)),
+            toxiproxy_token=plan.values["toxiproxy_token"],
         )
 
 
@@ -721,18 +894,49 @@ def routed_to_sink(config_text: str, webhook_url: str) -> str:
     return str(yaml.safe_dump(config, sort_keys=False))
 
 
-def reload_config(url: str, log_path: Path) -> None:
-    """``POST /-/reload`` (Prometheus, Alertmanager); a refused config fails with the log."""
-    import httpx
+def reload_config(service: str, pid: int, url: str, log_path: Path) -> None:
+    """SIGHUP ``pid`` (Prometheus or Alertmanager) and wait until its metrics confirm the
+    reload; a refused config fails with the log. A signal, not ``POST /-/reload``: only the
+    owner of the process can send it, while any local process could reach the endpoint."""
+    before = reload_metrics(service, url)
+    os.kill(pid, signal.SIGHUP)
+    deadline = time.monotonic() + RELOAD_SECONDS
+    while time.monotonic() < deadline:
+        succeeded, at = reload_metrics(service, url)
+        if succeeded == 1 and at > before[1]:
+            return
+        if succeeded == 0 and before[0] == 1:
+            break
+        time.sleep(0.05)
+    raise ServiceStartError(
+        service,
+        [],
+        f"config reload (SIGHUP) not confirmed within {RELOAD_SECONDS:.0f} s: the new config "
+        "was refused or never read",
+        tail(log_path),
+    )
 
-    response = httpx.post(f"{url}/-/reload", timeout=5.0)
-    if response.status_code != 200:
-        raise ServiceStartError(
-            log_path.stem,
-            [],
-            f"config reload refused ({response.status_code}): {response.text.strip()}",
-            tail(log_path),
-        )
+
+def reload_metrics(service: str, url: str) -> tuple[float, float]:
+    """``(<service>_config_last_reload_successful, ..._success_timestamp_seconds)``, or
+    ``(-1, -1)`` while the metrics cannot be read."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    wanted = {
+        f"{service}_config_last_reload_successful": 0,
+        f"{service}_config_last_reload_success_timestamp_seconds": 1,
+    }
+    values = [-1.0, -1.0]
+    try:
+        text = httpx.get(f"{url}/metrics", timeout=2.0).text
+    except httpx.HTTPError:
+        return -1.0, -1.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in wanted:
+                values[wanted[sample.name]] = float(sample.value)
+    return values[0], values[1]
 
 
 def as_start_error(step: str, error: BaseException, run_dir: Path) -> BaseException:
@@ -747,31 +951,13 @@ def as_start_error(step: str, error: BaseException, run_dir: Path) -> BaseExcept
     return wrapped
 
 
-# -- run dirs, pids and the state file ----------------------------------------------------------
-
-
-def new_run_dir(run_root: Path) -> Path:
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
-    run_dir = run_root / f"run-{stamp}-{os.getpid()}"
-    run_dir.mkdir(mode=0o755)
-    # PostgreSQL (as the postgres user) writes its cluster, archive and sockets below it.
-    from spark_sandbox.services.postgres import chown_to_service_user
-
-    chown_to_service_user(run_dir)
-    return run_dir
+# -- a sandbox left running: find it, stop it --------------------------------------------------
 
 
 def default_run_root() -> Path:
-    """``.spark/sandbox`` in the checkout, or a folder in the system temp dir when the postgres
-    user could not reach the checkout (a clone inside a 0700 directory, as ``mktemp -d`` makes)."""
-    local = Path(".spark") / "sandbox"
-    try:
-        check_reachable_by_postgres(Path.cwd())
-    except ServiceStartError:
-        shared = Path(tempfile.gettempdir()) / "spark-sandbox"
-        shared.mkdir(mode=0o755, exist_ok=True)
-        return shared
-    return local
+    """This user's sandbox home (:func:`spark_sandbox.runs.home_dir`), whatever the current
+    directory: so the next start reaps what a killed run left, wherever that run started."""
+    return home_dir()
 
 
 def check_reachable_by_postgres(path: Path) -> None:
@@ -784,196 +970,70 @@ def check_reachable_by_postgres(path: Path) -> None:
                 "postgres",
                 [],
                 f"run root {path} is not reachable by the postgres user ({directory} is not "
-                "world-searchable); choose a run root under a 0755 directory",
+                "world-searchable); choose a run root under a 0755 directory (the default one "
+                "is in the temp dir: point TMPDIR at such a directory)",
                 "",
             )
 
 
-def process_start_time(pid: int | None) -> int | None:
-    """The kernel's start time of ``pid`` (clock ticks since boot), None if gone or a zombie.
-
-    Recorded next to each pid so that a pid reused by an unrelated process is never
-    mistaken for a sandbox service, let alone signalled.
-    """
-    if pid is None:
-        return None
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name may contain spaces and parentheses; fields resume after the last ')'.
-    after = stat[stat.rindex(")") + 2 :].split()
-    if after[0] in ("Z", "X"):
-        return None
-    return int(after[19])
-
-
-def is_alive(pid: int, start_time: int | None = None) -> bool:
-    now = process_start_time(pid)
-    return now is not None and (start_time is None or now == start_time)
-
-
-def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of a process group, read from /proc."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        after = stat[stat.rindex(")") + 2 :].split()
-        if int(after[2]) == pgid and after[0] not in ("Z", "X"):
-            members.append(int(entry.name))
-    return members
-
-
-def stop_process_group(
-    pgid: int, grace: float = STOP_GRACE_SECONDS, first: signal.Signals = signal.SIGTERM
-) -> None:
-    """Signal a service's process group (``first``), SIGKILL what is left after ``grace`` s."""
-    for sig in (first, signal.SIGKILL):
-        if not group_members(pgid):
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, sig)
-        deadline = time.monotonic() + grace
-        # Zombies count as gone: their parent (maybe not this process) reaps them.
-        while group_members(pgid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-
-
-def write_json_atomically(path: Path, data: Mapping[str, Any]) -> None:
-    """Write to a temp name and rename, so readers never see half a file; owner-only, because
-    the state holds the sandbox's DSNs with their passwords."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
-def read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def recorded_processes(record: Mapping[str, Any]) -> dict[str, tuple[int, int | None]]:
-    return {name: (int(p[0]), p[1]) for name, p in record.get("processes", {}).items()}
-
-
-def stop_recorded_processes(processes: Mapping[str, tuple[int, int | None]]) -> None:
-    """Stop recorded services that are still the processes recorded: clients all at once, then
-    PgBouncer, then PostgreSQL (as :meth:`Sandbox.stop` does for its own children)."""
-
-    def stop(name: str) -> None:
-        pid, start = processes[name]
-        if is_alive(pid, start):
-            stop_process_group(pid, first=FIRST_STOP_SIGNAL.get(name, signal.SIGTERM))
-
-    clients = [name for name in processes if name not in DATABASE_TIER]
-    if clients:
-        with ThreadPoolExecutor(len(clients), thread_name_prefix="sandbox-stop") as pool:
-            list(pool.map(stop, clients))
-    for name in sorted(set(processes) & set(DATABASE_TIER), key=DATABASE_TIER.__getitem__):
-        stop(name)
-
-
-def reap_stale_runs(run_root: Path) -> Iterator[Path]:
-    """Remove run dirs whose sandbox is gone; stop the orphans of an owner that was killed.
-
-    A detached run (``sandbox up``) is stale once all its services are gone; an attached run
-    is stale once its owner is gone, and whatever it left running is an orphan to stop.
-    """
-    for run_dir in sorted(run_root.glob("run-*")):
-        record = read_json(run_dir / RUN_RECORD)
-        if record is None:
-            owner = int(run_dir.name.rsplit("-", 1)[-1]) if run_dir.name[-1].isdigit() else 0
-            if owner and is_alive(owner):
-                continue
-            processes: dict[str, tuple[int, int | None]] = {}
-        else:
-            processes = recorded_processes(record)
-            if record.get("detached"):
-                if any(is_alive(pid, start) for pid, start in processes.values()):
-                    continue
-            elif is_alive(int(record["owner_pid"]), record.get("owner_start")):
-                continue
-        stop_recorded_processes(processes)
-        shutil.rmtree(run_dir, ignore_errors=True)
-        yield run_dir
-
-
-def remove_run_dir(run_dir: Path) -> None:
-    """Delete a run dir, and only a run dir: a damaged state file must not aim rmtree elsewhere."""
-    if run_dir.name.startswith("run-") and run_dir.is_dir():
-        shutil.rmtree(run_dir, ignore_errors=True)
-
-
-def state_dir_default() -> Path:
-    return Path(os.environ.get(STATE_DIR_ENV) or ".spark")
-
-
-def write_state(endpoints: Endpoints, state_dir: Path | None = None) -> Path:
-    """Atomically record a detached sandbox: endpoints, run dir, pids and owner pid."""
-    directory = state_dir or state_dir_default()
-    directory.mkdir(parents=True, exist_ok=True)
-    processes = {n: [pid, process_start_time(pid)] for n, pid in endpoints.pids.items()}
-    state = {
-        "endpoints": endpoints.to_dict(),
-        "run_dir": str(endpoints.run_dir),
-        "pids": dict(endpoints.pids),
-        "processes": processes,
-        "owner_pid": os.getpid(),
-        "started_at": datetime.now(UTC).isoformat(),
-    }
-    path = directory / STATE_FILE
-    write_json_atomically(path, state)
-    return path
-
-
 def read_state(state_dir: Path | None = None) -> dict[str, Any] | None:
-    return read_json((state_dir or state_dir_default()) / STATE_FILE)
+    """The state file's contents when this project wrote it (not checked against its run)."""
+    path = state_path(state_dir)
+    try:
+        return unseal(read_owned_json(path, "state file"), run_key(), f"state file {path}")
+    except (NotOurs, ServiceStartError):
+        return None
 
 
-def service_status(state: Mapping[str, Any]) -> dict[str, bool]:
+def recorded_run(state_dir: Path | None = None, report: Report = warn) -> RecordedRun | None:
+    """The sandbox the state file records, verified; None (and said why) when there is none
+    this project can vouch for. A state file whose run dir is gone is removed."""
+    try:
+        return load_recorded_run(state_dir)
+    except RunDirGone as exc:
+        report(f"{exc}; removed the stale state file")
+        drop_state(state_path(state_dir))
+    except NotOurs as exc:
+        report(f"{exc}: nothing it names was stopped or removed")
+    except ServiceStartError as exc:
+        report(exc.reason)
+    return None
+
+
+def service_status(run: RecordedRun) -> dict[str, bool]:
     """Service name -> whether its recorded process is still the one that was started."""
-    return {name: is_alive(pid, start) for name, (pid, start) in recorded_processes(state).items()}
+    return run.record.services_running()
 
 
-def find_running(state_dir: Path | None = None) -> Endpoints | None:
+def find_running(state_dir: Path | None = None, report: Report = warn) -> Endpoints | None:
     """The endpoints of a sandbox started by ``sandbox up``, or None.
 
-    A recorded sandbox with a service gone is stale: what is left of it is stopped and its
-    state file and run dir removed, so that no half sandbox runs on untracked.
+    A recorded sandbox with a service gone (or, when not detached, its owner gone) is stale:
+    what is left of it is stopped and its state file and run dir removed, so that no half
+    sandbox runs on untracked.
     """
-    state = read_state(state_dir)
-    if state is None:
+    run = recorded_run(state_dir, report)
+    if run is None:
         return None
-    status = service_status(state)
-    if not status or not all(status.values()):
-        stop_recorded(state_dir)
+    if run.stale():
+        run.tear_down(report)
         return None
-    return Endpoints.from_dict(state["endpoints"])
-
-
-def stop_recorded(state_dir: Path | None = None) -> Endpoints | None:
-    """Stop a detached sandbox: every recorded process group, its run dir, its state file."""
-    path = (state_dir or state_dir_default()) / STATE_FILE
-    state = read_json(path)
-    if state is None:
-        return None
-    stop_recorded_processes(recorded_processes(state))
-    remove_run_dir(Path(str(state.get("run_dir", ""))))
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
     try:
-        return Endpoints.from_dict(state["endpoints"])
-    except (KeyError, TypeError, ValueError):  # a damaged state file still gets cleaned up
+        return Endpoints.from_dict(run.state["endpoints"])
+    except (KeyError, TypeError, ValueError) as exc:
+        report(f"{run.state_path} records endpoints this version cannot read ({exc!r})")
+        return None
+
+
+def stop_recorded(state_dir: Path | None = None, report: Report = warn) -> Endpoints | None:
+    """Stop a recorded sandbox: its verified processes, its run dir, its state file."""
+    run = recorded_run(state_dir, report)
+    if run is None:
+        return None
+    run.tear_down(report)
+    try:
+        return Endpoints.from_dict(run.state["endpoints"])
+    except (KeyError, TypeError, ValueError):
         return None
 
 

@@ -12,6 +12,7 @@ every call. Not imported by ``pytest_spark.plugin`` (loading the plugin must not
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import tomllib
@@ -378,6 +379,86 @@ def submit_burst(
         return [_reply(a) for a in answers]
 
     return asyncio.run(burst())
+
+
+# The sandbox's test-only hook that holds a keyed order in flight (spark_sandbox/app/holds.py).
+HOLDS_PATH = "/_sandbox/holds"
+# The sandbox holds a request at most this long, well inside the key's lease.
+HOLD_TIMEOUT_S = 5.0
+# Answers of a target that has no hold hook (a real deployment).
+NO_HOOK_STATUSES = frozenset({401, 403, 404, 405})
+
+
+@dataclass(frozen=True)
+class HeldSubmission:
+    """One key submitted twice with a certain overlap: ``first`` was held in flight (key
+    claimed, order not yet placed) while ``during`` was submitted under the same key.
+    ``during`` is None when the first never reached the hold (refused before its claim)."""
+
+    first: Reply
+    during: Reply | None
+
+    @property
+    def refused_in_flight(self) -> bool:
+        return self.during is not None and is_in_flight_refusal(self.during)
+
+
+def is_in_flight_refusal(reply: Reply) -> bool:
+    return reply.status == 409 and reply.code == "idempotency_key_in_use"
+
+
+def classify_burst(replies: Sequence[Reply]) -> str:
+    """What a burst of one key showed about the in-flight answer:
+
+    - ``refused``: some submission was answered 409 while another was in flight;
+    - ``placed_again``: more than one submission placed an order (none was refused in flight);
+    - ``no_overlap``: one order, every other answer a replay of it: each later submission
+      arrived after the first had completed, so the in-flight answer was never exercised.
+    """
+    if any(is_in_flight_refusal(r) for r in replies):
+        return "refused"
+    if sum(r.status in (200, 201) and not r.replayed for r in replies) > 1:
+        return "placed_again"
+    return "no_overlap"
+
+
+def submit_while_held(
+    api_url: str, ticket: Ticket, key: str, timeout_s: float
+) -> HeldSubmission | None:
+    """Submit ``key`` while an earlier submission of it is held in flight by the sandbox's
+    hold hook; deterministic, unlike a burst. None when the target has no such hook."""
+    base = api_url.rstrip("/")
+    hold = {"key": key, "timeout_s": HOLD_TIMEOUT_S}
+
+    async def post_order(client: httpx.AsyncClient) -> Reply:
+        answer = await client.post(
+            f"{base}/api/orders", headers={"Idempotency-Key": f'"{key}"'}, json=ticket.body()
+        )
+        return _reply(answer)
+
+    async def held() -> HeldSubmission | None:
+        async with (
+            asyncio.timeout(timeout_s),
+            httpx.AsyncClient(timeout=timeout_s, limits=httpx.Limits(max_connections=4)) as client,
+        ):
+            armed = await client.post(f"{base}{HOLDS_PATH}", json=hold)
+            if armed.status_code in NO_HOOK_STATUSES:
+                return None
+            armed.raise_for_status()
+            first = asyncio.create_task(post_order(client))
+            during = None
+            try:
+                waited = await client.post(f"{base}{HOLDS_PATH}/await", json=hold)
+                if waited.status_code == 200 and waited.json().get("held") is True:
+                    during = await post_order(client)
+            finally:
+                # Released in every case, so the held order completes now rather than later.
+                with contextlib.suppress(httpx.HTTPError):
+                    await client.post(f"{base}{HOLDS_PATH}/release", json={"key": key})
+                first_reply = await first
+            return HeldSubmission(first_reply, during)
+
+    return asyncio.run(held())
 
 
 def get_json(client: httpx.Client, url: str) -> tuple[Any, bytes]:

@@ -89,11 +89,18 @@ class Proxy:
 
 
 class ToxiproxyClient:
-    """``ToxiproxyClient("http://127.0.0.1:8474")``; every request is bounded by ``timeout``."""
+    """``ToxiproxyClient("http://127.0.0.1:8474")``; every request is bounded by ``timeout``.
 
-    def __init__(self, base_url: str, timeout: float = 5.0) -> None:
+    ``token``: sent as ``Authorization: Bearer <token>``. The sandbox's fault proxy requires
+    one (endpoint ``toxiproxy_token``); a plain Toxiproxy needs none and ignores the header.
+    """
+
+    def __init__(self, base_url: str, timeout: float = 5.0, token: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, trust_env=False)
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        self._http = httpx.Client(
+            base_url=self.base_url, timeout=timeout, trust_env=False, headers=headers
+        )
 
     def close(self) -> None:
         self._http.close()

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
 
 from spark_sandbox.app import metrics
 from spark_sandbox.app.db import ConnectionPool, PoolTimeout
+from spark_sandbox.app.holds import Holds
 from spark_sandbox.app.marketdata import MarketData
 from spark_sandbox.app.money import Rounding
 from spark_sandbox.app.problems import service_unavailable
@@ -28,6 +29,8 @@ class AppContext:
     pool: ConnectionPool
     market: MarketData
     rounding: Rounding
+    # Sandbox only: keyed orders a check holds in flight (see holds.py).
+    holds: Holds = field(default_factory=Holds)
 
     def defect(self, name: str) -> bool:
         """The switch point for app-layer defects: each is named at the line it changes."""

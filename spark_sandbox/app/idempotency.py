@@ -13,6 +13,7 @@ import hashlib
 import json
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +25,15 @@ KEY_TTL = "24 hours"
 # How long a claim may stay in progress before a retry may take it over (a crashed request).
 LEASE = "10 seconds"
 MAX_KEY_LENGTH = 255
-_BARE_KEY = re.compile(r"[A-Za-z0-9_\-.:/+=*]{1,255}")
+_BARE_KEY = re.compile(r"[A-Za-z0-9_\-.:/+=*]+")
+
+
+def key_from_headers(values: Sequence[str]) -> str:
+    """The request's one key. Two ``Idempotency-Key`` lines are two keys: which one the
+    client meant is unknowable, so the request is refused rather than either one guessed."""
+    if len(values) > 1:
+        raise _several(f"{len(values)} Idempotency-Key header lines")
+    return parse_key(values[0] if values else None)
 
 
 def parse_key(header: str | None) -> str:
@@ -34,6 +43,9 @@ def parse_key(header: str | None) -> str:
             400, "idempotency_key_missing", "POST /api/orders needs an Idempotency-Key header"
         )
     value = header.strip()
+    if _list_separators(value):
+        # A proxy joins repeated header lines with commas: the same ambiguity as two lines.
+        raise _several(f"a comma-separated list of keys ({value[:80]!r})")
     if value.startswith('"'):
         unquoted = _unquote(value)
         if unquoted is None:
@@ -43,9 +55,39 @@ def parse_key(header: str | None) -> str:
         key = value
     else:
         raise _invalid(header)
-    if not 0 < len(key) <= MAX_KEY_LENGTH:
+    if not key:
         raise _invalid(header)
+    if len(key) > MAX_KEY_LENGTH:
+        raise Problem(
+            400,
+            "idempotency_key_invalid",
+            f"the Idempotency-Key is {len(key)} characters long; at most {MAX_KEY_LENGTH}",
+        )
     return key
+
+
+def _list_separators(value: str) -> int:
+    """Commas outside sf-strings: how many more members a list-valued header has."""
+    commas, quoted, escaped = 0, False, False
+    for ch in value:
+        if escaped:
+            escaped = False
+        elif quoted and ch == "\\":
+            escaped = True
+        elif ch == '"':
+            quoted = not quoted
+        elif ch == "," and not quoted:
+            commas += 1
+    return commas
+
+
+def _several(what: str) -> Problem:
+    return Problem(
+        400,
+        "idempotency_key_duplicated",
+        f"the request carries {what}; send exactly one Idempotency-Key per request, or the "
+        "server cannot know which operation a retry repeats",
+    )
 
 
 def _unquote(value: str) -> str | None:

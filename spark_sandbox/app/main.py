@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,7 +23,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
-from spark_sandbox.app import market_rules, orders, provider_state, reads, settings, web
+from spark_sandbox.app import holds, market_rules, orders, provider_state, reads, settings, web
 from spark_sandbox.app.context import AppContext
 from spark_sandbox.app.db import ConnectionPool, PoolTimeout
 from spark_sandbox.app.flags import load_flags
@@ -30,12 +31,13 @@ from spark_sandbox.app.instruments import INSTRUMENTS
 from spark_sandbox.app.marketdata import MarketData, follow_feed
 from spark_sandbox.app.money import Rounding, render
 from spark_sandbox.app.observability import RequestMetrics
-from spark_sandbox.app.order_rules import band
+from spark_sandbox.app.order_rules import MAX_ORDER_ID, band, unstorable_text
 from spark_sandbox.app.prices_ws import stream_prices
 from spark_sandbox.app.problems import Problem, service_unavailable
 
 STATIC_DIR = Path(__file__).with_name("static")
 MAX_ORDER_BODY_BYTES = 16 * 1024
+MAX_SANDBOX_BODY_BYTES = 16 * 1024
 # The app_clock_skew defect: /api/time runs this far ahead of the host clock.
 CLOCK_SKEW_MS = 2000
 
@@ -50,7 +52,7 @@ async def submit_order(request: Request) -> Response:
     raw = await request.body()
     if len(raw) > MAX_ORDER_BODY_BYTES:
         raise Problem(413, "invalid_order", f"an order body is at most {MAX_ORDER_BODY_BYTES} B")
-    answer = await orders.submit(ctx, request.headers.get("idempotency-key"), raw)
+    answer = await orders.submit(ctx, request.headers.getlist("idempotency-key"), raw)
     media = "application/problem+json" if answer.status >= 400 else "application/json"
     headers = {"Idempotent-Replayed": "true"} if answer.replayed else None
     return Response(answer.body, status_code=answer.status, media_type=media, headers=headers)
@@ -59,7 +61,7 @@ async def submit_order(request: Request) -> Response:
 async def get_order(request: Request) -> Response:
     ctx = context(request)
     order_id = request.path_params["order_id"]
-    doc = await reads.get_order(ctx, order_id)
+    doc = await reads.get_order(ctx, order_id) if 0 < order_id <= MAX_ORDER_ID else None
     if doc is None:
         raise Problem(404, "order_not_found", f"there is no order {order_id}")
     return JSONResponse(doc)
@@ -70,6 +72,8 @@ async def get_positions(request: Request) -> Response:
     account_id = request.query_params.get("account_id")
     if not account_id:
         raise Problem(400, "invalid_request", "account_id is a required query parameter")
+    if unstorable_text(account_id) is not None:
+        raise Problem(400, "invalid_request", "account_id must not hold a NUL character")
     return JSONResponse(
         {"account_id": account_id, "positions": await reads.open_positions(ctx, account_id)}
     )
@@ -146,14 +150,25 @@ async def csp_report(request: Request) -> Response:
     return await web.receive_csp_report(context(request), request)
 
 
+async def sandbox_json(request: Request, what: str) -> object:
+    """The body of a sandbox-only route; 404 outside the sandbox, 400 when it is not JSON."""
+    if not context(request).settings.sandbox:
+        raise Problem(404, "not_found", f"{what} exist only in the sandbox")
+    raw = await request.body()
+    if len(raw) > MAX_SANDBOX_BODY_BYTES:
+        raise Problem(413, "invalid_request", f"the body is at most {MAX_SANDBOX_BODY_BYTES} B")
+    try:
+        doc = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise Problem(400, "invalid_request", "the body is not valid UTF-8 JSON") from None
+    if (where := unstorable_text(doc)) is not None:
+        raise Problem(400, "invalid_request", f"{where} holds a NUL or an unpaired surrogate")
+    return doc
+
+
 async def sandbox_provider_state(request: Request) -> Response:
     ctx = context(request)
-    if not ctx.settings.sandbox:
-        raise Problem(404, "not_found", "provider states exist only in the sandbox")
-    try:
-        doc = await request.json()
-    except ValueError:
-        raise Problem(400, "invalid_request", "the body is not JSON") from None
+    doc = await sandbox_json(request, "provider states")
     if not isinstance(doc, dict) or not isinstance(doc.get("state"), str):
         raise Problem(400, "invalid_request", 'expected {"state": str, "params": {}, "action"}')
     params = doc.get("params") or {}
@@ -161,6 +176,25 @@ async def sandbox_provider_state(request: Request) -> Response:
     if not isinstance(params, dict) or action not in ("setup", "teardown"):
         raise Problem(400, "invalid_request", "params must be an object, action setup|teardown")
     return JSONResponse(await provider_state.apply(ctx, doc["state"], params, action))
+
+
+async def sandbox_hold(request: Request) -> Response:
+    key, timeout_s = holds.parse_hold(await sandbox_json(request, "holds"))
+    context(request).holds.arm(key, timeout_s)
+    return JSONResponse({"key": key, "timeout_s": timeout_s}, status_code=201)
+
+
+async def sandbox_hold_await(request: Request) -> Response:
+    key, timeout_s = holds.parse_hold(await sandbox_json(request, "holds"))
+    held = await context(request).holds.wait_reached(key, timeout_s)
+    return JSONResponse({"key": key, "held": held})
+
+
+async def sandbox_hold_release(request: Request) -> Response:
+    key, _ = holds.parse_hold(await sandbox_json(request, "holds"))
+    if not context(request).holds.release(key):
+        raise Problem(404, "hold_not_found", "no hold is armed on this key")
+    return JSONResponse({"key": key, "released": True})
 
 
 async def price_stream(ws: WebSocket) -> None:
@@ -217,6 +251,9 @@ routes = [
     Route("/api/time", get_time, methods=["GET"]),
     Route("/csp-report", csp_report, methods=["POST"]),
     Route("/_sandbox/provider-state", sandbox_provider_state, methods=["POST"]),
+    Route("/_sandbox/holds", sandbox_hold, methods=["POST"]),
+    Route("/_sandbox/holds/await", sandbox_hold_await, methods=["POST"]),
+    Route("/_sandbox/holds/release", sandbox_hold_release, methods=["POST"]),
     WebSocketRoute("/ws/prices", price_stream),
     Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
 ]

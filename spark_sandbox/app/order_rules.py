@@ -19,6 +19,8 @@ from spark_sandbox.app.problems import Problem
 MAX_ORDER_NOTIONAL = Decimal("2000000.00")
 MAX_POSITION_QUANTITY = 100_000
 MAX_ACCOUNT_ID_LENGTH = 64
+# orders.id is a bigint: a larger id names no order and must not reach the database as one.
+MAX_ORDER_ID = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,37 @@ def band(symbol: str, *, outward: bool = False) -> tuple[Decimal, Decimal]:
     return market_rules.price_band(base, PRICE_MARGIN)
 
 
+def unstorable_text(doc: Any) -> str | None:
+    """Where in a decoded JSON document a string (value or member name) holds a NUL or an
+    unpaired surrogate, or None. PostgreSQL text cannot store NUL and UTF-8 cannot encode a
+    lone surrogate: caught here they are a 400, not a database error after the key is claimed.
+    """
+    pending: list[tuple[str, Any]] = [("$", doc)]
+    while pending:  # iterative: the parser already bounds the depth, this keeps no stack
+        where, value = pending.pop()
+        if isinstance(value, str):
+            if not _storable(value):
+                return where
+        elif isinstance(value, dict):
+            for name, member in value.items():
+                if not _storable(name):
+                    return f"{where} (a member name)"
+                pending.append((f"{where}.{name}", member))
+        elif isinstance(value, list):
+            pending.extend((f"{where}[{i}]", item) for i, item in enumerate(value))
+    return None
+
+
+def _storable(text: str) -> bool:
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def parse_ticket(doc: Any) -> OrderTicket:
     """The order from a decoded JSON body; every malformed field is a 400 naming it."""
     if not isinstance(doc, dict):
@@ -55,6 +88,10 @@ def parse_ticket(doc: Any) -> OrderTicket:
     account_id = doc.get("account_id")
     if not isinstance(account_id, str) or not 0 < len(account_id) <= MAX_ACCOUNT_ID_LENGTH:
         raise Problem(400, "invalid_order", "account_id must be a string of 1 to 64 characters")
+    if not _storable(account_id):
+        raise Problem(
+            400, "invalid_order", "account_id must not hold a NUL or an unpaired surrogate"
+        )
     symbol = doc.get("symbol")
     if not isinstance(symbol, str) or symbol not in INSTRUMENTS:
         raise Problem(

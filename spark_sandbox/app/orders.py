@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -46,16 +47,24 @@ class LeaseLost(Exception):
     """A retry took over this request's lapsed claim; the retry owns the key now."""
 
 
-async def submit(ctx: AppContext, key_header: str | None, raw_body: bytes) -> Answer:
+async def submit(ctx: AppContext, key_headers: Sequence[str], raw_body: bytes) -> Answer:
+    """``key_headers``: every ``Idempotency-Key`` line of the request, as received."""
     try:
-        key = idempotency.parse_key(key_header)
+        key = idempotency.key_from_headers(key_headers)
     except Problem:
         metrics.IDEMPOTENCY_REQUESTS.labels(outcome="missing").inc()
         raise
     try:
         payload = json.loads(raw_body, parse_float=Decimal)
-    except ValueError:
-        raise Problem(400, "invalid_order", "the body is not valid JSON") from None
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
+        raise Problem(400, "invalid_order", "the body is not valid UTF-8 JSON") from None
+    if (where := order_rules.unstorable_text(payload)) is not None:
+        raise Problem(
+            400,
+            "invalid_order",
+            f"{where} holds a NUL character or an unpaired surrogate, which no order field "
+            "may contain",
+        )
     ticket = order_rules.parse_ticket(payload)
     order_rules.check_market_rules(
         ticket,
@@ -80,6 +89,7 @@ async def _submit_claimed(ctx: AppContext, key: str, print_: str, ticket: OrderT
     if token is None:
         return _answer_taken_key(ctx, stored, print_)
     try:
+        await _hold_if_asked(ctx, key)
         async with database_errors("placing the order"):
             answer = await _place(ctx, ticket, key, print_, token)
     except LeaseLost:
@@ -134,11 +144,19 @@ async def _submit_unclaimed(ctx: AppContext, key: str, print_: str, ticket: Orde
         stored = await idempotency.lookup(conn, key)
     if stored is not None and stored.status == "completed":
         return _answer_taken_key(ctx, stored, print_)
+    await _hold_if_asked(ctx, key)
     # Between the look and the act a real order router calls out (pre-trade risk, routing);
     # this stands in for that round trip so the race shows reliably, not only under load.
     await asyncio.sleep(UNCLAIMED_RACE_WINDOW_S)
     async with database_errors("placing the order"):
         return await _place(ctx, ticket, key, print_, None)
+
+
+async def _hold_if_asked(ctx: AppContext, key: str) -> None:
+    """Sandbox only: the point where a request is in flight under its key (claimed, order not
+    yet placed), held there while a check submits the key again (holds.py)."""
+    if ctx.settings.sandbox:
+        await ctx.holds.pause(key)
 
 
 async def _release_quietly(ctx: AppContext, key: str, token: uuid.UUID) -> None:

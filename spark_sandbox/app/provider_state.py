@@ -1,7 +1,9 @@
 """Provider states for contract verification: put the data a pact interaction expects in place.
 
 Enabled only in the sandbox (``SPARK_SANDBOX=1``). A state is matched by its text, with its
-parameters either in ``params`` or in the text itself ("an order 42 exists").
+parameters either in ``params`` or in the text itself ("an order 42 exists"). Parameters are
+checked as an order's fields are (ids in range, listed symbol, a price in the band, a bounded
+quantity) before any of them reaches the database: a malformed one is a 400, never a 5xx.
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ from typing import Any
 
 import psycopg
 
+from spark_sandbox.app import order_rules
 from spark_sandbox.app.context import AppContext, db_work
 from spark_sandbox.app.instruments import INSTRUMENTS
 from spark_sandbox.app.marketdata import Tick
-from spark_sandbox.app.money import parse_money
-from spark_sandbox.app.order_rules import OrderTicket
+from spark_sandbox.app.order_rules import MAX_ORDER_ID, OrderTicket
 from spark_sandbox.app.orders import lock_position
 from spark_sandbox.app.positions import apply_fill
 from spark_sandbox.app.problems import Problem
@@ -39,16 +41,29 @@ async def apply(ctx: AppContext, state: str, params: dict[str, Any], action: str
         # Data set up for one interaction stays: every state's setup is idempotent.
         return {"state": state, "action": action}
     if match := _ORDER.fullmatch(state.strip()):
-        order_id = int(params.get("order_id") or params.get("id") or match["order_id"] or 42)
-        await _with_db(ctx, lambda conn: _order_exists(ctx, conn, order_id, params))
+        order_id = _order_id(params.get("order_id") or params.get("id") or match["order_id"] or 42)
+        ticket = _ticket(
+            account_id=params.get("account_id", "acct-contract"),
+            symbol=params.get("symbol", "THYAO"),
+            side=params.get("side", "buy"),
+            quantity=params.get("quantity", 10),
+            price=params.get("price", "285.25"),
+        )
+        await _with_db(ctx, lambda conn: _order_exists(ctx, conn, order_id, ticket))
         return {"state": state, "order_id": order_id}
     if match := _POSITION.fullmatch(state.strip()):
-        account_id = str(params.get("account_id") or match["account_id"])
-        symbol = str(params.get("symbol") or match["symbol"]).upper()
+        symbol = _text(params.get("symbol") or match["symbol"], "symbol").upper()
         if symbol not in INSTRUMENTS:
             raise Problem(400, "unknown_symbol", f"{symbol!r} is not a listed instrument")
-        await _with_db(ctx, lambda conn: _position_exists(ctx, conn, account_id, symbol, params))
-        return {"state": state, "account_id": account_id, "symbol": symbol}
+        ticket = _ticket(
+            account_id=params.get("account_id") or match["account_id"],
+            symbol=symbol,
+            side="buy",
+            quantity=params.get("quantity", 100),
+            price=params.get("average_price", str(INSTRUMENTS[symbol])),
+        )
+        await _with_db(ctx, lambda conn: _position_exists(ctx, conn, ticket))
+        return {"state": state, "account_id": ticket.account_id, "symbol": symbol}
     if _FRESH.fullmatch(state.strip()):
         now = time.monotonic()
         for symbol, base in INSTRUMENTS.items():
@@ -61,6 +76,58 @@ async def apply(ctx: AppContext, state: str, params: dict[str, Any], action: str
     )
 
 
+def _text(value: Any, name: str) -> str:
+    """A text parameter; a number is taken as its digits (pact parameters may be numbers)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise _bad_param(name, value, "a string")
+
+
+def _whole(value: Any) -> Any:
+    """A digit string as its number (pact parameters may arrive as text); else unchanged."""
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
+        return int(value)
+    return value
+
+
+def _order_id(value: Any) -> int:
+    value = _whole(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_ORDER_ID:
+        raise _bad_param("order_id", value, f"a whole number from 1 to {MAX_ORDER_ID}")
+    return value
+
+
+def _ticket(**fields: Any) -> OrderTicket:
+    """The order a state books, checked as a submitted order is (400 or 422 naming the field):
+    no value the database would refuse (and answer with an error) gets that far."""
+    quantity = _whole(fields["quantity"])
+    price = fields["price"]
+    if isinstance(price, int | float) and not isinstance(price, bool):
+        price = str(price)
+    doc = {
+        "account_id": _text(fields["account_id"], "account_id"),
+        "symbol": _text(fields["symbol"], "symbol"),
+        "side": fields["side"],
+        "quantity": quantity,
+        "price": price,
+    }
+    ticket = order_rules.parse_ticket(doc)
+    order_rules.check_market_rules(ticket)
+    order_rules.check_pre_trade_risk(ticket, stale=False)
+    order_rules.check_position_limit(0, ticket)
+    return ticket
+
+
+def _bad_param(name: str, value: Any, wanted: str) -> Problem:
+    return Problem(
+        400,
+        "invalid_provider_state",
+        f"provider state parameter {name} must be {wanted}, got {repr(value)[:80]}",
+    )
+
+
 async def _with_db(
     ctx: AppContext, work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[None]]
 ) -> None:
@@ -69,18 +136,11 @@ async def _with_db(
 
 
 async def _order_exists(
-    ctx: AppContext, conn: psycopg.AsyncConnection[Any], order_id: int, params: dict[str, Any]
+    ctx: AppContext, conn: psycopg.AsyncConnection[Any], order_id: int, ticket: OrderTicket
 ) -> None:
     cur = await conn.execute("SELECT 1 FROM orders WHERE id = %s", (order_id,))
     if await cur.fetchone() is not None:
         return
-    ticket = OrderTicket(
-        account_id=str(params.get("account_id", "acct-contract")),
-        symbol=str(params.get("symbol", "THYAO")),
-        side=str(params.get("side", "buy")),
-        quantity=int(params.get("quantity", 10)),
-        price=parse_money(str(params.get("price", "285.25"))),
-    )
     await _book(ctx, conn, ticket, order_id)
     # An explicit id must not leave orders_id_seq behind max(id): the next real order would
     # collide, and the B1 sequence check would rightly flag it.
@@ -91,25 +151,14 @@ async def _order_exists(
 
 
 async def _position_exists(
-    ctx: AppContext,
-    conn: psycopg.AsyncConnection[Any],
-    account_id: str,
-    symbol: str,
-    params: dict[str, Any],
+    ctx: AppContext, conn: psycopg.AsyncConnection[Any], ticket: OrderTicket
 ) -> None:
     cur = await conn.execute(
         "SELECT 1 FROM positions WHERE account_id = %s AND symbol = %s AND status = 'open'",
-        (account_id, symbol),
+        (ticket.account_id, ticket.symbol),
     )
     if await cur.fetchone() is not None:
         return
-    ticket = OrderTicket(
-        account_id=account_id,
-        symbol=symbol,
-        side="buy",
-        quantity=int(params.get("quantity", 100)),
-        price=parse_money(str(params.get("average_price", INSTRUMENTS[symbol]))),
-    )
     await _book(ctx, conn, ticket, None)
 
 

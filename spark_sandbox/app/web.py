@@ -116,7 +116,7 @@ async def receive_csp_report(ctx: AppContext, request: Request) -> Response:
         raise Problem(413, "csp_report_too_large", f"a CSP report is at most {MAX_REPORT_BYTES} B")
     try:
         doc = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
         raise Problem(400, "csp_report_malformed", "the report body is not JSON") from None
     if media_type == "application/csp-report":
         directives = [_legacy_report_directive(doc)]

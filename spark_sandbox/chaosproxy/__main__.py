@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from spark_sandbox.chaosproxy.server import run
+
+TOKEN_ENV = "SPARK_CHAOSPROXY_TOKEN"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m spark_sandbox.chaosproxy",
         description="TCP fault proxy speaking the Toxiproxy 2.x REST API (loopback only).",
+        epilog=f"Set {TOKEN_ENV} to require `Authorization: Bearer <token>` on every route but "
+        "/health and /metrics (an environment variable, so the token never shows in ps).",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address of the REST API")
     parser.add_argument("--port", type=int, required=True, help="port of the REST API")
@@ -27,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
         help="allow the API and proxies to bind or forward beyond loopback",
     )
     args = parser.parse_args(argv)
-    return run(args.host, args.port, args.config, args.allow_non_loopback)
+    token = os.environ.get(TOKEN_ENV) or None
+    return run(args.host, args.port, args.config, args.allow_non_loopback, token)
 
 
 if __name__ == "__main__":

@@ -4,10 +4,16 @@ Starlette on uvicorn rather than a hand-written HTTP handler: request parsing, k
 chunked bodies and malformed requests are the HTTP server's job, and both libraries are
 already sandbox dependencies. Routes, status codes and the error body
 ``{"error": ..., "status": ...}`` are Toxiproxy's, so its clients work unchanged.
+
+With a token (the sandbox passes a fresh one per run), every route except ``/health`` and
+``/metrics`` requires ``Authorization: Bearer <token>``: the API listens on loopback, where
+any local process could otherwise inject faults into the gate's target. Toxiproxy itself has
+no authentication; a client of a real Toxiproxy simply sends no token.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 from typing import Any
 
@@ -22,9 +28,11 @@ from spark_sandbox.chaosproxy.metrics import exposition, metrics_registry
 from spark_sandbox.chaosproxy.model import ApiError, bad_request, parse_toxic
 
 VERSION = "2.12.0-spark"
+# Readiness and the Prometheus scrape: read-only, and they reveal no proxy or toxic.
+OPEN_PATHS = frozenset({"/health", "/metrics"})
 
 
-def build_app(collection: ProxyCollection) -> Starlette:
+def build_app(collection: ProxyCollection, token: str | None = None) -> Starlette:
     registry = metrics_registry(collection)
 
     async def health(request: Request) -> Response:
@@ -111,8 +119,30 @@ def build_app(collection: ProxyCollection) -> Starlette:
         Route("/proxies/{proxy}/toxics/{toxic}", toxic_delete, methods=["DELETE"]),
     ]
     app = Starlette(routes=routes, exception_handlers={ApiError: api_error})
+    if token:
+        app.add_middleware(RequireToken, token=token)
     app.add_middleware(RefuseBrowsers)
     return app
+
+
+class RequireToken:
+    """401 unless the request carries ``Authorization: Bearer <token>`` (constant-time check)."""
+
+    def __init__(self, app: Any, token: str) -> None:
+        self.app = app
+        self.expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] not in OPEN_PATHS:
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            if not hmac.compare_digest(given, self.expected):
+                body = {"error": "missing or wrong bearer token", "status": 401}
+                answer = JSONResponse(
+                    body, status_code=401, headers={"WWW-Authenticate": 'Bearer realm="chaosproxy"'}
+                )
+                await answer(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class RefuseBrowsers:

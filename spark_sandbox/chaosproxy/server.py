@@ -28,7 +28,9 @@ class ApiServer(uvicorn.Server):
         yield
 
 
-async def serve(host: str, port: int, config: Path | None, allow_non_loopback: bool) -> int:
+async def serve(
+    host: str, port: int, config: Path | None, allow_non_loopback: bool, token: str | None = None
+) -> int:
     """Serve until a stop signal; return the process exit code."""
     if not allow_non_loopback and not is_loopback(host):
         log.error(
@@ -43,7 +45,7 @@ async def serve(host: str, port: int, config: Path | None, allow_non_loopback: b
             log.info("populated %d proxies from %s", len(proxies), config)
         server = ApiServer(
             uvicorn.Config(
-                build_app(collection),
+                build_app(collection, token),
                 host=host,
                 port=port,
                 lifespan="off",
@@ -69,8 +71,12 @@ def _request_exit(server: uvicorn.Server) -> None:
     server.should_exit = True
 
 
-def run(host: str, port: int, config: Path | None, allow_non_loopback: bool) -> int:
+def run(
+    host: str, port: int, config: Path | None, allow_non_loopback: bool, token: str | None = None
+) -> int:
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO, format="%(asctime)s chaosproxy %(message)s"
     )
-    return asyncio.run(serve(host, port, config, allow_non_loopback))
+    if token:
+        log.info("the API requires a bearer token (except /health and /metrics)")
+    return asyncio.run(serve(host, port, config, allow_non_loopback, token))

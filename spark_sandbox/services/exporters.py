@@ -99,7 +99,8 @@ def start_pgbouncer_exporter(
 def start_postgres_exporter(
     run_dir: Path, pg: Postgres, *, port: int | None = None, ready_timeout: float = 10.0
 ) -> tuple[ServiceProcess, Exporter]:
-    """The exporter reads PostgreSQL's statistics views as the superuser (trust, loopback)."""
+    """The exporter reads PostgreSQL's statistics views as the superuser (its DSN carries the
+    password; it travels in the environment, never in argv)."""
     exporter = Exporter("postgres_exporter", HOST, port or free_port(HOST))
     dsn = f"{pg.dsn()} sslmode=disable"
     proc = ServiceProcess(

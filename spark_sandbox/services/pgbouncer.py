@@ -14,6 +14,7 @@ Call::
 
 from __future__ import annotations
 
+import os
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,6 +132,15 @@ def render_userlist(pg: Postgres) -> str:
     return "".join(f'"{user}" "{password}"\n' for user, password in users.items())
 
 
+def write_secret_file(path: Path, text: str) -> None:
+    """Plain-text passwords: 0600 and owned by the service user, the only reader it needs."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    chown_to_service_user(path)
+
+
 def console_answers(bouncer: PgBouncer) -> bool:
     """Readiness: PgBouncer itself answers ``SHOW VERSION`` on its TCP port.
 
@@ -165,8 +175,7 @@ def start_pgbouncer(
     port = free_port(HOST)
     pool_modes = pool_modes_for(defects)
     auth_file = base / "userlist.txt"
-    auth_file.write_text(render_userlist(pg))
-    auth_file.chmod(0o644)
+    write_secret_file(auth_file, render_userlist(pg))
     config_path = base / "pgbouncer.ini"
     config_path.write_text(
         render_config(

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from spark_sandbox.services.ports import free_port
@@ -51,13 +52,17 @@ class Postgres:
     app_user: str = APP_USER
     app_password: str = APP_PASSWORD
     database: str = DATABASE
+    # Made fresh for each cluster: over TCP the superuser, like everyone, needs a password.
+    superuser_password: str = field(default="", repr=False)
 
     def dsn(self, dbname: str = DATABASE, user: str | None = None) -> str:
-        """libpq conninfo; the superuser logs in by trust, the app role with its password."""
+        """libpq conninfo with the role's password (the superuser's or the app role's)."""
         user = user or self.superuser
         parts = [f"host={self.host}", f"port={self.port}", f"dbname={dbname}", f"user={user}"]
         if user == self.app_user:
             parts.append(f"password={self.app_password}")
+        elif user == self.superuser and self.superuser_password:
+            parts.append(f"password={self.superuser_password}")
         return " ".join(parts)
 
     def app_dsn(self, dbname: str = DATABASE) -> str:
@@ -138,13 +143,16 @@ def start_postgres(
     require_service_user_access(base)
     log_path = run_dir / "logs" / "postgres.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    initdb(data_dir, log_path)
+    superuser_password = secrets.token_urlsafe(24)
+    initdb(data_dir, log_path, superuser_password)
 
     port = free_port(HOST)
     write_server_config(
         data_dir, port=port, socket_dir=socket_dir_or_off(base, port), wal_archive=wal_archive
     )
-    pg = Postgres(HOST, port, SERVICE_USER, data_dir, wal_archive)
+    pg = Postgres(
+        HOST, port, SERVICE_USER, data_dir, wal_archive, superuser_password=superuser_password
+    )
     proc = PostgresProcess(
         "postgres",
         [str(PG_BIN / "postgres"), "-D", str(data_dir)],
@@ -162,8 +170,11 @@ def start_postgres(
     return proc, pg
 
 
-def initdb(data_dir: Path, log_path: Path) -> None:
-    """Create the cluster; ``--no-sync`` because a sandbox cluster never outlives its run."""
+def initdb(data_dir: Path, log_path: Path, superuser_password: str) -> None:
+    """Create the cluster with the superuser's password set; ``--no-sync`` because a sandbox
+    cluster never outlives its run. The password goes through a 0600 file of the service user
+    that is deleted at once (initdb reads it from no other place but a terminal)."""
+    pwfile = data_dir.parent / f".initdb-pw-{secrets.token_hex(4)}"
     argv = [
         str(PG_BIN / "initdb"),
         "-D", str(data_dir),
@@ -172,8 +183,14 @@ def initdb(data_dir: Path, log_path: Path) -> None:
         "--locale=C",
         "--no-sync",
         "--no-instructions",
-        "-A", "trust",
+        "--auth-local=peer",
+        "--auth-host=scram-sha-256",
+        f"--pwfile={pwfile}",
     ]  # fmt: skip
+    fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(superuser_password + "\n")
+    chown_to_service_user(pwfile)
     with open(log_path, "ab") as log:
         try:
             result = subprocess.run(
@@ -187,6 +204,8 @@ def initdb(data_dir: Path, log_path: Path) -> None:
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise ServiceStartError("postgres", argv, f"initdb: {exc}", tail(log_path)) from exc
+        finally:
+            pwfile.unlink(missing_ok=True)
     if result.returncode != 0:
         raise ServiceStartError(
             "postgres", argv, f"initdb exited with code {result.returncode}", tail(log_path)
@@ -216,12 +235,15 @@ def write_server_config(data_dir: Path, *, port: int, socket_dir: str, wal_archi
     lines = [f"{key} = '{value}'" for key, value in settings.items()]
     with open(data_dir / "postgresql.conf", "a") as conf:
         conf.write("\n# spark sandbox\n" + "\n".join(lines) + "\n")
-    # The superuser stays on trust (local only); everyone else must present a password.
+    # Over TCP every role, the superuser too, proves a password: any local process can reach
+    # 127.0.0.1. On the unix socket the postgres OS user is let in as itself (peer), which
+    # pg_basebackup needs for a point-in-time restore drill, replication included.
     (data_dir / "pg_hba.conf").write_text(
-        "local all postgres trust\n"
-        "host  all postgres 127.0.0.1/32 trust\n"
-        "local all all scram-sha-256\n"
-        "host  all all 127.0.0.1/32 scram-sha-256\n"
+        "local all         postgres peer\n"
+        "local replication postgres peer\n"
+        "local all         all      scram-sha-256\n"
+        "host  all         all      127.0.0.1/32 scram-sha-256\n"
+        "host  replication postgres 127.0.0.1/32 scram-sha-256\n"
     )
 
 

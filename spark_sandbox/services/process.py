@@ -8,6 +8,7 @@ fails at once, and every failure carries the service's name, command and the las
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import pwd
 import signal
@@ -18,6 +19,13 @@ from pathlib import Path
 from typing import Any
 
 LOG_TAIL_LINES = 50
+
+# Told of each child the moment it exists, before its readiness wait: the sandbox records the
+# pid at once, so that its owner killed during a slow start still leaves the child findable.
+# A context variable, so that only the starts made on a sandbox's behalf report to it.
+spawn_observer: contextvars.ContextVar[Callable[[ServiceProcess], None] | None] = (
+    contextvars.ContextVar("spawn_observer", default=None)
+)
 
 
 class ServiceStartError(RuntimeError):
@@ -102,6 +110,9 @@ class ServiceProcess:
             except OSError as exc:
                 raise ServiceStartError(self.name, self.argv, str(exc), "") from exc
         try:
+            observer = spawn_observer.get()
+            if observer is not None:
+                observer(self)
             self.wait_ready()
         except BaseException:
             self.stop()
@@ -111,7 +122,11 @@ class ServiceProcess:
         deadline = time.monotonic() + self.ready_timeout
         delay = 0.01
         while True:
-            if self.proc is not None and self.proc.poll() is not None:
+            if self.proc is None:  # stop() was called from another thread: give up at once
+                raise ServiceStartError(
+                    self.name, self.argv, "stopped before it became ready", tail(self.log_path)
+                )
+            if self.proc.poll() is not None:
                 raise ServiceStartError(
                     self.name,
                     self.argv,

@@ -131,11 +131,18 @@ def answers_ready(url: str) -> bool:
 
 
 def start_alertmanager(
-    run_dir: Path, webhook_url: str, *, port: int | None = None, ready_timeout: float = 10.0
+    run_dir: Path,
+    webhook_url: str,
+    *,
+    port: int | None = None,
+    ready_timeout: float = 10.0,
+    config_text: str | None = None,
 ) -> tuple[ServiceProcess, Alertmanager]:
-    """Alertmanager delivering to ``webhook_url``; gossip off so it binds nothing on ``*``."""
+    """Alertmanager delivering to ``webhook_url`` (or running ``config_text``, a routing the
+    caller already pointed at its sink); gossip off so it binds nothing on ``*``."""
     base = run_dir / "alertmanager"
-    config_path = write_config(base / "alertmanager.yml", render_alertmanager_config(webhook_url))
+    config = config_text if config_text is not None else render_alertmanager_config(webhook_url)
+    config_path = write_config(base / "alertmanager.yml", config)
     am = Alertmanager(HOST, port or free_port(HOST), config_path)
     proc = ServiceProcess(
         "alertmanager",
@@ -160,8 +167,9 @@ def start_prometheus(
 ) -> tuple[ServiceProcess, Prometheus]:
     """Prometheus over a config the caller rendered; TSDB under ``run_dir/prometheus/data``.
 
-    ``--rules.alert.resend-delay=1s`` so a firing alert reaches Alertmanager within seconds;
-    ``--web.enable-lifecycle`` so the orchestrator can ``POST /-/reload`` a changed rule file.
+    ``--rules.alert.resend-delay=1s`` so a firing alert reaches Alertmanager within seconds.
+    No ``--web.enable-lifecycle``: its ``/-/reload`` and ``/-/quit`` would let any local process
+    reconfigure or stop the gate's Prometheus; a reload is a SIGHUP from the process owner.
     """
     prom = Prometheus(HOST, port or free_port(HOST), config_path)
     proc = ServiceProcess(
@@ -173,7 +181,6 @@ def start_prometheus(
             f"--web.listen-address={prom.address}",
             f"--web.external-url={prom.url}/",
             "--rules.alert.resend-delay=1s",
-            "--web.enable-lifecycle",
         ],
         log_path=run_dir / "logs" / "prometheus.log",
         ready=lambda: answers_ready(prom.url),

@@ -100,7 +100,9 @@ def test_replay_returns_the_stored_response_byte_for_byte(
         f"{first.status} {first.content!r} byte for byte"
     )
     assert replay.replayed, "the replay lacks the `Idempotent-Replayed: true` header"
-    spark_evidence.measure("orders_per_key", len(booked), unit="orders", limit=2, at_least=1)
+    spark_evidence.measure(
+        "replayed_orders_per_key", len(booked), unit="orders", limit=2, at_least=1
+    )
     assert len(booked) == 1, f"key {key} submitted twice booked {len(booked)} orders"
 
 
@@ -122,8 +124,10 @@ def test_same_key_with_another_payload_is_refused_with_422(
         f"key {key}: {ticket.describe()} → {first.describe()}; then {other.describe()} → "
         f"{reused.describe()}"
     )
+    refused = reused.status == 422 and reused.code == "idempotency_key_reused"
+    spark_evidence.measure("reused_key_not_refused", int(not refused), unit="answers", limit=1)
     assert first.status == 201, f"the first submission answered {first.describe()}, expected 201"
-    assert reused.status == 422 and reused.code == "idempotency_key_reused", (
+    assert refused, (
         f"the same key with another quantity answered {reused.describe()}; the draft says 422 "
         "(idempotency_key_reused): answering the stored order would tell the client its second "
         "order was placed"
@@ -149,21 +153,66 @@ def test_key_in_flight_is_refused_with_409(
     spark_evidence: CheckEvidence,
     order_settings: Settings,
 ) -> None:
+    """409 needs two submissions of one key to overlap on the server. The sandbox holds the
+    first in flight until the second is in (deterministic); a real target without that hook
+    gets bounded bursts, and a run in which none ever overlapped is INCONCLUSIVE, not a pass
+    or a failure by luck."""
     limits = order_settings["G03"]
-    attempts, seen = int(limits["in_flight_attempts"]), []
+    ticket = orders.Ticket(orders.new_account("g03-inflight"), tradable[0], "buy", 1, tradable[1])
+    key = orders.new_key()
+    with reach("api_url") as [api_url]:
+        held = orders.submit_while_held(api_url, ticket, key, limits["burst_timeout_s"])
+    if held is not None:
+        _judge_held_submission(key, held, spark_evidence)
+        return
+
+    attempts, seen, kinds = int(limits["in_flight_attempts"]), [], []
     with reach("api_url") as [api_url]:
         for _ in range(attempts):
             _, key, replies = _burst_one_key(api_url, tradable, "g03-inflight", order_settings)
-            seen.append(f"key {key}: {_statuses(replies)}")
-            if any(r.status == 409 and r.code == "idempotency_key_in_use" for r in replies):
+            kinds.append(orders.classify_burst(replies))
+            seen.append(f"key {key}: {_statuses(replies)} ({kinds[-1]})")
+            if kinds[-1] != "no_overlap":
                 break
-    spark_evidence.note("bursts of one key: " + "; ".join(seen))
-    in_flight = sum("409 idempotency_key_in_use" in s for s in seen)
+    spark_evidence.note("no hold hook on the target; bursts of one key: " + "; ".join(seen))
+    if set(kinds) == {"no_overlap"}:
+        spark_evidence.measure("bursts_with_409", None, unit="bursts", at_least=1)
+        spark_evidence.inconclusive(
+            f"{len(seen)} bursts of {int(limits['concurrent_submissions'])} simultaneous "
+            "submissions of one key never overlapped on the server (one order, every other "
+            "answer a replay), so the in-flight answer was not exercised: " + "; ".join(seen)
+        )
+    in_flight = kinds.count("refused")
     spark_evidence.measure("bursts_with_409", in_flight, unit="bursts", at_least=1)
     assert in_flight, (
-        f"{len(seen)} bursts of {int(limits['concurrent_submissions'])} simultaneous "
-        "submissions of one key never answered 409 idempotency_key_in_use while the first was "
-        "in flight: " + "; ".join(seen) + " (a key must be claimed before the order is placed)"
+        "submissions of one key overlapped and each placed its own order instead of being "
+        "answered 409 idempotency_key_in_use while the first was in flight: "
+        + "; ".join(seen)
+        + " (a key must be claimed before the order is placed)"
+    )
+
+
+def _judge_held_submission(
+    key: str, held: orders.HeldSubmission, spark_evidence: CheckEvidence
+) -> None:
+    during = held.during.describe() if held.during is not None else "not sent"
+    spark_evidence.note(
+        f"key {key} held in flight by the sandbox: resubmitted while held → {during}; the "
+        f"held submission then → {held.first.describe()}"
+    )
+    if held.during is None:
+        spark_evidence.measure("bursts_with_409", None, unit="bursts", at_least=1)
+        spark_evidence.inconclusive(
+            f"the held submission of key {key} never reached the point where its key is "
+            f"claimed (it answered {held.first.describe()}), so nothing was in flight"
+        )
+    spark_evidence.measure(
+        "bursts_with_409", int(held.refused_in_flight), unit="bursts", at_least=1
+    )
+    assert held.refused_in_flight, (
+        f"key {key} resubmitted while its first submission was in flight answered {during}; "
+        "the draft says 409 idempotency_key_in_use (a key must be claimed before the order is "
+        "placed, and a second request under it refused until the first completes)"
     )
 
 
@@ -252,6 +301,7 @@ def test_open_position_index_exists(
         indexdefs = orders.position_indexes(dsn, _timeout(order_settings))
     spark_evidence.attach("g03_position_indexes", "".join(f"{d}\n" for d in indexdefs))
     finding = orders.open_position_index_finding(indexdefs)
+    spark_evidence.measure("open_position_index_findings", int(finding is not None), limit=1)
     assert finding is None, f"{finding}; see attachment g03_position_indexes"
 
 
@@ -269,6 +319,9 @@ def test_open_position_index_is_enforced(
     spark_evidence.note(
         f"two open positions for {account} {tradable[0]} in a rolled-back transaction: "
         f"{error or 'both inserted'}"
+    )
+    spark_evidence.measure(
+        "second_open_positions_accepted", int(error is None), unit="positions", limit=1
     )
     assert error is not None, (
         f"a second open position for {account} {tradable[0]} was inserted without a "

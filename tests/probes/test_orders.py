@@ -263,3 +263,54 @@ def test_burst_is_bounded_by_its_timeout(order_desk: tuple[str, type[OrderDesk]]
     # Whichever bound fires first: the burst's own deadline or the per-request timeout.
     with pytest.raises((TimeoutError, httpx.TimeoutException)):
         orders.submit_burst(url, [(ticket, "k")], timeout_s=0.5)
+
+
+def reply(status: int, code: str | None = None, replayed: bool = False) -> orders.Reply:
+    body = json.dumps({"code": code} if code else {"id": 1}).encode()
+    return orders.Reply(status, body, replayed)
+
+
+@pytest.mark.parametrize(
+    ("statuses", "kind"),
+    [
+        ([reply(201), reply(409, "idempotency_key_in_use"), reply(201, replayed=True)], "refused"),
+        ([reply(201), reply(201)], "placed_again"),
+        ([reply(201), reply(201, replayed=True), reply(201, replayed=True)], "no_overlap"),
+        ([reply(201), reply(409, "something_else")], "no_overlap"),
+        ([reply(503, "service_unavailable")], "no_overlap"),
+    ],
+    ids=["refused", "placed-again", "replays-only", "other-409", "nothing-placed"],
+)
+def test_a_burst_shows_whether_the_in_flight_answer_was_exercised(
+    statuses: list[orders.Reply], kind: str
+) -> None:
+    assert orders.classify_burst(statuses) == kind
+
+
+def test_a_target_without_the_hold_hook_is_told_apart() -> None:
+    """A real deployment answers 404 (or 401/403/405) to the sandbox's hold route: the probe
+    says so (None) and places no order, so the check can fall back to bursts."""
+    posted: list[str] = []
+
+    class RealTarget(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            posted.append(self.path)
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), RealTarget)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        ticket = orders.Ticket("acct", "SASA", "buy", 1, Decimal("4.58"))
+        assert orders.submit_while_held(url, ticket, "k", timeout_s=5) is None
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+    assert posted == [orders.HOLDS_PATH]

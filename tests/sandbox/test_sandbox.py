@@ -24,8 +24,8 @@ import psycopg
 import pytest
 
 from spark_sandbox import ops_defects
+from spark_sandbox.runs import ProcessIdentity, RunRecord, run_key, write_state
 from spark_sandbox.sandbox import (
-    RUN_RECORD,
     STATE_FILE,
     Endpoints,
     Plan,
@@ -187,8 +187,13 @@ def test_every_service_answers_its_health_endpoint(healthy: tuple[Sandbox, Endpo
         f"{ep.alertmanager_url}/-/ready",
     ):
         assert httpx.get(url, timeout=5).status_code == 200, url
-    proxies = httpx.get(f"{ep.toxiproxy_url}/proxies", timeout=5).json()
+    assert httpx.get(f"{ep.toxiproxy_url}/proxies", timeout=5).status_code == 401
+    bearer = {"Authorization": f"Bearer {ep.toxiproxy_token}"}
+    proxies = httpx.get(f"{ep.toxiproxy_url}/proxies", headers=bearer, timeout=5).json()
     assert set(proxies) == {"spark_api", "spark_db", "spark_feed", "spark_consumer"}
+    # In its environment, not argv: any local user may read another's /proc/<pid>/cmdline.
+    cmdline = Path(f"/proc/{ep.pids['chaosproxy']}/cmdline").read_bytes()
+    assert ep.toxiproxy_token.encode() not in cmdline
     assert all(p["enabled"] for p in proxies.values())
     with psycopg.connect(ep.postgres_dsn, connect_timeout=5) as conn:
         applied = conn.execute("SELECT count(*) FROM _prisma_migrations").fetchone()
@@ -237,8 +242,10 @@ def test_endpoints_survive_a_json_round_trip(healthy: tuple[Sandbox, Endpoints])
     assert ep.ops_dir == REPO / "ops"
     assert ep.defects == ()
     assert {"postgres", "pgbouncer", "api", "prometheus", "alertmanager"} <= set(ep.pids)
-    record = json.loads((ep.run_dir / RUN_RECORD).read_text())
-    assert record["owner_pid"] == os.getpid() and record["detached"] is False
+    record = RunRecord.load(ep.run_dir, run_key())
+    assert record.owner.pid == os.getpid() and record.detached is False
+    assert {name: p.pid for name, p in record.processes.items()} == dict(ep.pids)
+    assert ep.toxiproxy_token and ep.toxiproxy_token not in repr(ep)
 
 
 # -- start failures, a second sandbox, ops defects -----------------------------------------------
@@ -384,13 +391,12 @@ def plant_stale_run(run_root: Path) -> tuple[Path, subprocess.Popen[bytes]]:
     owner = dead_pid()
     run_dir = run_root / f"run-20260101T000000000000-{owner}"
     (run_dir / "logs").mkdir(parents=True)
-    record = {
-        "owner_pid": owner,
-        "owner_start": None,
-        "detached": False,
-        "processes": {"feed": [orphan.pid, process_start_time(orphan.pid)]},
-    }
-    (run_dir / RUN_RECORD).write_text(json.dumps(record))
+    RunRecord(
+        run_dir,
+        "stale-run",
+        ProcessIdentity(owner, 1, sys.executable),
+        processes={"feed": ProcessIdentity.of(orphan.pid)},
+    ).write(run_key())
     return run_dir, orphan
 
 
@@ -450,68 +456,113 @@ import json, sys, time
 from pathlib import Path
 from spark_sandbox.sandbox import Sandbox
 
-endpoints = Sandbox(run_root=Path(sys.argv[1])).start()
-ready = Path(sys.argv[2])
+endpoints = Sandbox().start()  # the default run root, from this process's own cwd
+ready = Path(sys.argv[1])
 ready.with_suffix(".tmp").write_text(json.dumps(endpoints.to_dict()))
 ready.with_suffix(".tmp").rename(ready)  # whole or absent: the test polls for it
 time.sleep(300)
 """
 
 
-def test_the_services_of_a_killed_owner_are_reaped_by_the_next_start(
-    run_root: Path, tmp_path: Path
+@pytest.fixture
+def own_home(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path]:
+    """A temp dir of this test's own for the sandbox home (default run root, state dir and key),
+    for this process (tempfile) and its children (TMPDIR); reachable by the postgres user."""
+    tmp_path_factory.getbasetemp()  # before tempfile's dir changes: pytest derives it from that
+    temp = public_run_root("spark-sandbox-home-")
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    monkeypatch.setenv("TMPDIR", str(temp))
+    monkeypatch.delenv("SPARK_SANDBOX_STATE_DIR", raising=False)
+    try:
+        yield temp / f"spark-sandbox-{os.geteuid()}"
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_a_killed_owner_is_reaped_by_the_next_start_from_another_directory(
+    own_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ready_file = tmp_path / "endpoints.json"
+    first_cwd, second_cwd = tmp_path / "checkout", tmp_path / "elsewhere"
+    first_cwd.mkdir()
+    second_cwd.mkdir()
     owner = subprocess.Popen(
-        [sys.executable, "-c", OWNER_SCRIPT, str(run_root), str(ready_file)], cwd=REPO
+        [sys.executable, "-c", OWNER_SCRIPT, str(ready_file)],
+        cwd=first_cwd,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     try:
         poll(lambda: ready_file.exists() or owner.poll() is not None, "the owner's sandbox")
         assert owner.poll() is None, "the owner's sandbox did not start"
-        endpoints = Endpoints.from_dict(json.loads(ready_file.read_text()))
+        old = Endpoints.from_dict(json.loads(ready_file.read_text()))
     finally:
         owner.kill()  # SIGKILL: no chance to stop its services
         owner.wait()
-    orphans = [name for name, pid in endpoints.pids.items() if process_start_time(pid)]
+    assert old.run_dir.parent == own_home  # not below the owner's working directory
+    orphans = [name for name, pid in old.pids.items() if process_start_time(pid)]
     assert "postgres" in orphans and "api" in orphans  # they outlive a killed owner ...
-    assert list(reap_stale_runs(run_root)) == [endpoints.run_dir]
-    assert_nothing_left(endpoints)  # ... until the next start reaps them
+
+    monkeypatch.chdir(second_cwd)
+    lines: list[str] = []
+    sandbox = Sandbox(progress=lines.append)
+    try:
+        new = sandbox.start()
+        assert f"removed stale run dir {old.run_dir}" in lines
+        assert_nothing_left(old)  # ... until the next start, from anywhere, reaps them
+        assert new.run_dir.parent == own_home
+    finally:
+        sandbox.stop()
 
 
-def test_find_running_tears_down_a_sandbox_with_a_service_gone(tmp_path: Path) -> None:
+def test_find_running_tears_down_a_sandbox_with_a_service_gone(own_home: Path) -> None:
     survivor = subprocess.Popen(
         [sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True
     )
     try:
-        run_dir = tmp_path / "run-20260101T000000000000-1"
+        key = run_key()
+        run_dir = own_home / "run-20260101T000000000000-1"
         run_dir.mkdir()
-        processes = {
-            "feed": [survivor.pid, process_start_time(survivor.pid)],
-            "api": [dead_pid(), None],
-        }
-        state = {"endpoints": {}, "run_dir": str(run_dir), "processes": processes, "pids": {}}
-        (tmp_path / STATE_FILE).write_text(json.dumps(state))
-        assert find_running(tmp_path) is None
+        record = RunRecord(
+            run_dir,
+            "half-a-sandbox",
+            ProcessIdentity.of(os.getpid()),
+            detached=True,
+            processes={
+                "feed": ProcessIdentity.of(survivor.pid),
+                "api": ProcessIdentity(dead_pid(), 1, sys.executable),
+            },
+        )
+        record.write(key)
+        write_state(record, {"run_dir": str(run_dir)}, key)
+        assert find_running() is None
         assert survivor.wait(timeout=10) is not None  # the half sandbox is not left running
-        assert not (tmp_path / STATE_FILE).exists() and not run_dir.exists()
-        assert find_running(tmp_path) is None
+        assert not (own_home / STATE_FILE).exists() and not run_dir.exists()
+        assert find_running() is None
     finally:
         survivor.kill()
         survivor.wait()
 
 
-def test_a_detached_run_whose_services_died_is_stale_a_live_one_is_not(run_root: Path) -> None:
+def test_a_detached_run_whose_services_died_is_stale_a_live_one_is_not(own_home: Path) -> None:
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    lines: list[str] = []
     try:
-        for name, pid, start in (
-            ("run-1-1", live.pid, process_start_time(live.pid)),
-            ("run-2-1", live.pid, 1),  # same pid, other start time: a reused pid, not ours
+        current = ProcessIdentity.of(live.pid)
+        for name, recorded in (
+            ("run-1-1", current),
+            # Same pid, other start time: a reused pid, not ours.
+            ("run-2-1", ProcessIdentity(live.pid, 1, current.exe)),
         ):
-            (run_root / name).mkdir()
-            record = {"owner_pid": 1, "detached": True, "processes": {"api": [pid, start]}}
-            (run_root / name / RUN_RECORD).write_text(json.dumps(record))
-        assert list(reap_stale_runs(run_root)) == [run_root / "run-2-1"]
-        assert live.poll() is None  # a reused pid is never signalled
+            (own_home / name).mkdir(parents=True)
+            RunRecord(
+                own_home / name, name, ProcessIdentity(1, 1, "/sbin/init"), detached=True,
+                processes={"api": recorded},
+            ).write(run_key())  # fmt: skip
+        assert list(reap_stale_runs(own_home, lines.append)) == [own_home / "run-2-1"]
+        assert live.poll() is None  # a reused pid is never signalled ...
+        assert any("a reused pid" in line for line in lines), lines  # ... and that is said
     finally:
         live.kill()
         live.wait()
@@ -595,17 +646,21 @@ def test_a_promtool_test_file_beside_the_rules_is_not_loaded_as_rules(ops_source
     assert ops_defects.rule_files(ops_source) == [rules / "slo.yml"]
 
 
-def test_default_run_root_leaves_a_checkout_postgres_cannot_reach(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_the_default_run_root_and_state_dir_do_not_depend_on_the_working_directory(
+    own_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from spark_sandbox.runs import sandbox_home, state_dir_default
     from spark_sandbox.sandbox import check_reachable_by_postgres, default_run_root
 
-    private = tmp_path / "private-clone"
+    private = tmp_path / "private-clone"  # a clone inside a 0700 directory, as mktemp -d makes
     private.mkdir(mode=0o700)
-    monkeypatch.chdir(private)
-    root = default_run_root()
-    if os.geteuid() == 0:  # only root drops to the postgres user, so only then it matters
-        assert not root.is_relative_to(private)
-        check_reachable_by_postgres(root)  # raises if the fallback were unreachable too
-    else:
-        assert root == Path(".spark") / "sandbox"
+    seen = set()
+    for cwd in (private, tmp_path, Path("/")):
+        monkeypatch.chdir(cwd)
+        seen.add((default_run_root(), state_dir_default()))
+    assert seen == {(own_home, own_home)}
+    home = sandbox_home()
+    assert oct(home.stat().st_mode & 0o777) == "0o755"
+    check_reachable_by_postgres(home)  # PostgreSQL runs as the postgres user below it
+    run_key()
+    assert oct((home / "sandbox.key").stat().st_mode & 0o777) == "0o600"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 from pathlib import Path
 
 from pytest_spark.probes.toxiproxy import Proxy
+from spark_sandbox.chaosproxy.__main__ import TOKEN_ENV
 from spark_sandbox.services.ports import free_port, is_listening
 from spark_sandbox.services.process import ServiceProcess
 
@@ -14,14 +16,21 @@ IO_TIMEOUT = 5.0
 FAULT_PROXY_COMMAND = (sys.executable, "-m", "spark_sandbox.chaosproxy")
 
 
-def start_fault_proxy(log_dir: Path, *extra: str) -> tuple[ServiceProcess, str]:
+def start_fault_proxy(
+    log_dir: Path, *extra: str, token: str | None = None
+) -> tuple[ServiceProcess, str]:
+    """The fault proxy; with ``token`` its API requires ``Authorization: Bearer <token>``."""
     port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != TOKEN_ENV}
+    if token is not None:
+        env[TOKEN_ENV] = token
     service = ServiceProcess(
         "chaosproxy",
         [*FAULT_PROXY_COMMAND, "--host", "127.0.0.1", "--port", str(port), *extra],
         log_path=log_dir / f"chaosproxy-{port}.log",
         ready=lambda: is_listening(port),
         ready_timeout=15.0,
+        env=env,
     )
     service.start()
     return service, f"http://127.0.0.1:{port}"

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -195,3 +196,51 @@ def test_bad_alertmanager_config_is_a_start_error_with_the_log(run_dir: Path) ->
         start_alertmanager(run_dir, "ftp://127.0.0.1/alerts")
     assert failure.value.name == "alertmanager"
     assert "ftp" in failure.value.log_tail
+
+
+def test_prometheus_has_no_lifecycle_api_and_reloads_on_sighup(run_dir: Path) -> None:
+    from spark_sandbox.sandbox import reload_config
+
+    port = free_port()
+    config = write_config(
+        run_dir / "prometheus" / "prometheus.yml",
+        render_prometheus_config({"prometheus": [f"127.0.0.1:{port}"]}),
+    )
+    proc, prom = start_prometheus(run_dir, config, port=port)
+    log_path = run_dir / "logs" / "prometheus.log"
+    try:
+        assert proc.pid is not None
+        for action in ("reload", "quit"):  # any local process could call these
+            request = urllib.request.Request(f"{prom.url}/-/{action}", method="POST")
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(request, timeout=5)
+            assert refused.value.code == 403, action
+        write_config(
+            config,
+            render_prometheus_config({"prometheus": [f"127.0.0.1:{port}"], "extra": ["x:1"]}),
+        )
+        reload_config("prometheus", proc.pid, prom.url, log_path)
+        jobs = http_json(f"{prom.url}/api/v1/status/config")["data"]["yaml"]
+        assert "job_name: extra" in jobs
+
+        config.write_text("scrape_configs: [{job_name: }]\n")  # refused by Prometheus
+        with pytest.raises(ServiceStartError, match="not confirmed") as failed:
+            reload_config("prometheus", proc.pid, prom.url, log_path)
+        assert "Error reloading config" in failed.value.log_tail
+    finally:
+        proc.stop()
+
+
+def test_alertmanager_starts_with_a_given_routing(
+    run_dir: Path, sink: tuple[ServiceProcess, AlertSink]
+) -> None:
+    routing = {
+        "route": {"receiver": "oncall"},
+        "receivers": [{"name": "oncall", "webhook_configs": [{"url": sink[1].webhook_url}]}],
+    }
+    proc, am = start_alertmanager(run_dir, sink[1].webhook_url, config_text=json.dumps(routing))
+    try:
+        status = http_json(f"{am.url}/api/v2/status")
+        assert "oncall" in status["config"]["original"]
+    finally:
+        proc.stop()

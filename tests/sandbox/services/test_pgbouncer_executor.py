@@ -96,3 +96,15 @@ def test_port_taken_is_a_start_error_with_the_log(
     assert failure.value.name == "pgbouncer"
     # PgBouncer only warns and stays up on its unix socket, so it is the probe that catches it.
     assert "cannot listen on 127.0.0.1" in failure.value.log_tail
+
+
+def test_the_userlist_is_readable_by_its_service_user_only(
+    bouncer: tuple[ServiceProcess, PgBouncer],
+) -> None:
+    import os
+    import pwd
+
+    _, pgb = bouncer
+    info = (pgb.config_path.parent / "userlist.txt").stat()
+    owner = pwd.getpwnam("postgres").pw_uid if os.geteuid() == 0 else os.geteuid()
+    assert (oct(info.st_mode & 0o777), info.st_uid) == ("0o600", owner)

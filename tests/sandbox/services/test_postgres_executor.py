@@ -79,3 +79,23 @@ def test_run_dir_the_postgres_user_cannot_reach_is_refused_clearly(tmp_path: Pat
     # pytest's tmp_path lives under a 0700 root-owned directory.
     with pytest.raises(ServiceStartError, match="postgres_run_dir"):
         start_postgres(tmp_path / "run")
+
+
+def test_the_superuser_needs_its_password_over_tcp(
+    pg: Postgres, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # No password from anywhere but the DSN: the environment and ~/.pgpass are out of play.
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    monkeypatch.setenv("PGPASSFILE", str(tmp_path / "no-pgpass"))
+    bare = f"host={pg.host} port={pg.port} dbname=postgres user={pg.superuser}"
+    with pytest.raises(psycopg.OperationalError, match="no password supplied"):
+        psycopg.connect(bare, connect_timeout=5).close()
+    wrong = pg.dsn("postgres").replace(pg.superuser_password, "not-the-password")
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(wrong, connect_timeout=5).close()
+    with psycopg.connect(pg.dsn("postgres"), connect_timeout=5) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == (pg.superuser,)
+    hba = (pg.data_dir / "pg_hba.conf").read_text()
+    assert "trust" not in hba and "host  all         all      127.0.0.1/32 scram-sha-256" in hba
+    assert pg.superuser_password not in repr(pg)
+    assert not list(pg.data_dir.parent.glob(".initdb-pw-*"))  # the password file is gone
