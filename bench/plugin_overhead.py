@@ -25,17 +25,46 @@ id = "A1"
 title = "trivial"
 gates = ["go_nogo"]
 waivable = true
+sub_checks = ["trivial"]
+"""
+
+# Without the plugin (-p no:spark) the tests still ask for `spark_evidence`: a stand-in that
+# records nothing keeps the two runs' tests identical.
+CONFTEST = """
+import pytest
+
+
+class _NoEvidence:
+    def measure(self, *args, **kwargs):
+        return None
+
+
+class _StandIn:
+    @pytest.fixture
+    def spark_evidence(self):
+        return _NoEvidence()
+
+
+def pytest_configure(config):
+    if not config.pluginmanager.hasplugin("spark"):
+        config.pluginmanager.register(_StandIn(), "spark-evidence-stand-in")
 """
 
 
 def make_suite(folder: Path, tests: int) -> None:
     (folder / "ops").mkdir()
     (folder / "ops/checklist.toml").write_text(CHECKLIST)
+    (folder / "conftest.py").write_text(CONFTEST)
     per_file = 500
     for f in range(0, tests, per_file):
         body = ["import pytest", ""]
         for n in range(f, min(f + per_file, tests)):
-            body += ['@pytest.mark.go_nogo("A1")', f"def test_{n}():", "    pass", ""]
+            body += [
+                '@pytest.mark.go_nogo("A1")',
+                f"def test_{n}(spark_evidence):",
+                '    spark_evidence.measure("trivial", 0, limit=1)',
+                "",
+            ]
         (folder / f"test_gen_{f // per_file:03d}.py").write_text("\n".join(body))
 
 

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ITEM_ID = re.compile(r"^[A-Z]+\d+$")
+# A sub-check is named by the measurement that judges it (``spark_evidence.measure(name, ...)``).
+SUB_CHECK = re.compile(r"^[a-z][a-z0-9_]*$")
+DEFAULT_WAIVER_HORIZON_DAYS = 90
 
 
 class ChecklistError(ValueError):
@@ -30,6 +33,9 @@ class Item:
     requires: tuple[str, ...] = ()
     # A condition of the target (e.g. "pact_broker") without which the item is not required.
     required_when: str | None = None
+    # The measurements that must each be judged within their limit in a run for the item to
+    # pass: a file of tests that was never collected leaves its sub-checks unmeasured.
+    sub_checks: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,8 @@ class Checklist:
     gates: Mapping[str, str]
     evidence_files: Mapping[str, str]
     items: Mapping[str, Item]
+    # The longest a waiver may run from the moment it is used ([waiver_policy] max_days).
+    waiver_horizon_days: int = DEFAULT_WAIVER_HORIZON_DAYS
 
     def members(self, gate: str) -> tuple[str, ...]:
         """Items that belong to ``gate`` directly, in registry order."""
@@ -71,6 +79,12 @@ def load(path: Path) -> Checklist:
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ChecklistError(f"checklist file {path} cannot be read: {exc}") from None
 
+    unknown_tables = set(raw) - {"gates", "evidence", "item", "waiver_policy"}
+    if unknown_tables:
+        raise ChecklistError(
+            f"{path}: unknown table(s) {sorted(unknown_tables)}; a checklist has [gates], "
+            "[evidence], [waiver_policy] and [[item]]"
+        )
     gates = raw.get("gates")
     if not isinstance(gates, dict) or not gates:
         raise ChecklistError(f"{path}: a [gates] table naming at least one gate is required")
@@ -87,9 +101,21 @@ def load(path: Path) -> Checklist:
         missing = [r for r in item.requires if r not in items]
         if missing:
             raise ChecklistError(f"{path}: item {item.id} requires unknown item(s) {missing}")
-    checklist = Checklist(path, dict(gates), dict(evidence_files), items)
+    checklist = Checklist(
+        path, dict(gates), dict(evidence_files), items, _waiver_horizon(path, raw)
+    )
     _reject_cycles(checklist)
     return checklist
+
+
+def _waiver_horizon(path: Path, raw: Mapping[str, object]) -> int:
+    policy = raw.get("waiver_policy", {})
+    if not isinstance(policy, dict) or set(policy) - {"max_days"}:
+        raise ChecklistError(f"{path}: [waiver_policy] takes one key, max_days")
+    days = policy.get("max_days", DEFAULT_WAIVER_HORIZON_DAYS)
+    if isinstance(days, bool) or not isinstance(days, int) or days < 1:
+        raise ChecklistError(f"{path}: [waiver_policy] max_days must be a whole number >= 1")
+    return days
 
 
 def _item(
@@ -118,15 +144,43 @@ def _item(
     required_when = entry.get("required_when")
     if required_when is not None and not isinstance(required_when, str):
         raise ChecklistError(f"{where}: required_when must be a string")
+    unknown_keys = set(entry) - ITEM_KEYS
+    if unknown_keys:
+        raise ChecklistError(
+            f"{where}: unknown key(s) {sorted(unknown_keys)}; an item takes {sorted(ITEM_KEYS)}"
+        )
+    requires = tuple(entry.get("requires", ()))
+    sub_checks = entry.get("sub_checks", [])
+    if not isinstance(sub_checks, list) or not all(
+        isinstance(c, str) and SUB_CHECK.match(c) for c in sub_checks
+    ):
+        raise ChecklistError(
+            f"{where}: sub_checks must be a list of measurement names such as "
+            '"ntp_offset_ms" (lower case, digits, underscores)'
+        )
+    if len(set(sub_checks)) != len(sub_checks):
+        raise ChecklistError(f"{where}: sub_checks lists a name twice")
+    if not sub_checks and not requires:
+        # Without declared sub-checks, a test whose body is `pass` would pass the item.
+        raise ChecklistError(
+            f"{where}: declare the item's sub_checks (the measurements that decide it), "
+            "or the items it requires"
+        )
     return Item(
         id=item_id,
         title=title,
         gates=item_gates,
         waivable=waivable,
         evidence=item_evidence,
-        requires=tuple(entry.get("requires", ())),
+        requires=requires,
         required_when=required_when,
+        sub_checks=tuple(sub_checks),
     )
+
+
+ITEM_KEYS = frozenset(
+    {"id", "title", "gates", "waivable", "evidence", "requires", "required_when", "sub_checks"}
+)
 
 
 def _reject_cycles(checklist: Checklist) -> None:

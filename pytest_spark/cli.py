@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from collections.abc import Sequence
@@ -10,11 +11,18 @@ from pathlib import Path
 
 
 def verify(args: argparse.Namespace) -> int:
-    from pytest_spark.signing import DEV_SIGNED, verify_bundle
+    from pytest_spark.signing import DEV_SIGNED, PUBLIC_KEY, verify_bundle
 
     bundle = Path(args.bundle)
     if not bundle.is_dir():
         print(f"spark-gate verify: {bundle} is not a directory", file=sys.stderr)
+        return 2
+    if args.require_go and not args.key:
+        print(
+            "spark-gate verify: --require-go needs --key: without the release public key "
+            "anyone could have signed a GO; pass --key release.pub.pem",
+            file=sys.stderr,
+        )
         return 2
     public = None
     if args.key:
@@ -23,26 +31,50 @@ def verify(args: argparse.Namespace) -> int:
         except OSError as exc:
             print(f"spark-gate verify: --key {args.key}: {exc.strerror}", file=sys.stderr)
             return 2
-    result = verify_bundle(bundle, public)
+    checklist_sha256 = None
+    if args.checklist:
+        try:
+            checklist_sha256 = hashlib.sha256(Path(args.checklist).read_bytes()).hexdigest()
+        except OSError as exc:
+            print(
+                f"spark-gate verify: --checklist {args.checklist}: {exc.strerror or exc}",
+                file=sys.stderr,
+            )
+            return 2
+    result = verify_bundle(bundle, public, release=args.release, checklist_sha256=checklist_sha256)
     if not result.ok:
         for problem in result.problems:
             print(f"FAIL {bundle}: {problem}", file=sys.stderr)
+        print(
+            f"REFUSED {bundle}: {len(result.problems)} problem(s); nothing in it can be trusted",
+            file=sys.stderr,
+        )
         return 1
-    predicate = result.statement.get("predicate", {})
-    spark = predicate.get("spark", {}) if isinstance(predicate, dict) else {}
-    verdict = spark.get("verdict", "?") if isinstance(spark, dict) else "?"
-    gate = spark.get("gate", "?") if isinstance(spark, dict) else "?"
-    notes = []
-    if result.signing_mode == DEV_SIGNED:
-        notes.append("dev-signed: integrity only, not a release signature")
-    if not result.key_pinned:
-        notes.append("key not pinned: pass --key to check who signed")
+    pinned = "key pinned by --key" if result.key_pinned else "key NOT pinned"
+    checklist = result.checklist
     print(
-        f"OK {bundle}: gate {gate} verdict {verdict}, signed by {result.key_fingerprint}"
-        + "".join(f"\n  note: {n}" for n in notes)
+        f"OK {bundle}: release {result.fact('release')}, gate {result.fact('gate')}, "
+        f"verdict {result.fact('verdict')}, run {result.fact('run_id')}, "
+        f"signed by {result.key_fingerprint} ({result.signing_mode}, {pinned})\n"
+        f"  checklist: {checklist.get('uri', '?')} sha256:{result.checklist_sha256}"
     )
+    if result.signing_mode == DEV_SIGNED:
+        print("  note: dev-signed: integrity only, not a release signature")
+    if not result.key_pinned:
+        print(
+            "WARNING: the signer is NOT pinned: this bundle was checked only against the key it "
+            f"carries ({PUBLIC_KEY}), so anyone could have signed it; pass --key with the "
+            "release public key to check who signed",
+            file=sys.stderr,
+        )
     if args.json:
-        print(json.dumps(spark, indent=2))
+        print(json.dumps(result.spark, indent=2))
+    if args.require_go:
+        refusals = result.go_refusals()
+        for reason in refusals:
+            print(f"REFUSED {bundle}: --require-go: {reason}", file=sys.stderr)
+        if refusals:
+            return 1
     return 0
 
 
@@ -67,9 +99,25 @@ def build_parser() -> argparse.ArgumentParser:
         prog="spark-gate", description="Spark release gate: evidence bundles and the sandbox"
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("verify", help="check a bundle's signature and every file's digest")
+    p = sub.add_parser(
+        "verify", help="check a bundle's signature, every file's digest and its signed facts"
+    )
     p.add_argument("bundle", help="the bundle directory, e.g. reports/v1.4.0/<run-id>")
     p.add_argument("--key", help="the release public key (PEM) the bundle must be signed with")
+    p.add_argument(
+        "--release", help="refuse the bundle unless it is signed for this release, e.g. v1.4.0"
+    )
+    p.add_argument(
+        "--require-go",
+        action="store_true",
+        help="exit non-zero unless the signed verdict is GO, signed by --key with a release "
+        "key (not dev-signed)",
+    )
+    p.add_argument(
+        "--checklist",
+        help="refuse the bundle unless it was decided with this checklist file (by sha256), "
+        "e.g. ops/checklist.toml",
+    )
     p.add_argument("--json", action="store_true", help="also print the signed verdict")
     p.set_defaults(func=verify)
     p = sub.add_parser("keygen", help="create an ed25519 signing key pair")

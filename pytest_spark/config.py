@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 
 SANDBOX = "sandbox"
+DEPLOYMENT = "deployment"
+TARGET_TABLES = frozenset({"target", "endpoints", "secrets", "settings"})
 CANARY_STAGES = (1, 5, 25, 50, 100)
 RELEASE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -32,8 +34,8 @@ OPTIONS: dict[str, tuple[str, str, str, str | None]] = {
     "gate": (
         "--spark-gate",
         "SPARK_GATE",
-        "gate to decide (go_nogo, contract, chaos, canary, ...); default: the -m expression "
-        "when it is exactly a gate name",
+        "pin the gate (go_nogo, contract, chaos, canary, ...): the run is refused unless -m "
+        "names this gate, so a CI job cannot be pointed at another gate by editing -m",
         None,
     ),
     "evidence_dir": (
@@ -58,6 +60,8 @@ OPTIONS: dict[str, tuple[str, str, str, str | None]] = {
         None,
     ),
 }
+# Options a target file may default under [settings] (the target itself cannot be one).
+TARGET_SETTINGS = frozenset(OPTIONS) - {"target"}
 DEFAULT_CHECKLIST = "ops/checklist.toml"
 DEFAULT_WAIVERS = "ops/waivers.toml"
 
@@ -122,6 +126,8 @@ class SparkConfig:
     evidence_dir: Path
     signing_key: str | None
     checklist_path: Path
+    # Named by an option, variable, ini key or target setting: a missing file is then a typo.
+    checklist_explicit: bool
     waivers_path: Path
     stage: int | None
     sandbox_defects: tuple[str, ...]
@@ -219,6 +225,7 @@ def resolve(config: pytest.Config, gates: Mapping[str, str] | None = None) -> Sp
         evidence_dir=_path(rootdir, setting("evidence_dir") or "reports"),
         signing_key=setting("signing_key"),
         checklist_path=_path(rootdir, setting("checklist") or DEFAULT_CHECKLIST),
+        checklist_explicit=setting("checklist") is not None,
         waivers_path=_path(rootdir, setting("waivers") or DEFAULT_WAIVERS),
         stage=stage,
         sandbox_defects=defects,
@@ -244,25 +251,57 @@ def load_target(value: str, rootdir: Path) -> Target:
         ) from None
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise pytest.UsageError(f"--spark-target {value}: cannot read {path}: {exc}") from None
+    unknown = set(raw) - TARGET_TABLES
+    if unknown:
+        raise pytest.UsageError(
+            f"{path}: unknown table(s) {sorted(unknown)}; a target file has "
+            + ", ".join(f"[{t}]" for t in sorted(TARGET_TABLES))
+        )
     meta = raw.get("target", {})
     endpoints = raw.get("endpoints", {})
     secrets = raw.get("secrets", {})
-    for table, content in (("endpoints", endpoints), ("secrets", secrets)):
+    settings = raw.get("settings", {})
+    for table, content in (("target", meta), ("endpoints", endpoints), ("secrets", secrets)):
+        if not isinstance(content, dict):
+            raise pytest.UsageError(f"{path}: [{table}] must be a table")
         bad = [k for k, v in content.items() if not isinstance(v, str)]
         if bad:
             raise pytest.UsageError(f"{path}: [{table}] values must be strings: {bad}")
+    if set(meta) - {"name", "kind"}:
+        raise pytest.UsageError(
+            f"{path}: [target] takes name and kind; unknown: {sorted(set(meta) - {'name', 'kind'})}"
+        )
+    if not isinstance(settings, dict) or set(settings) - TARGET_SETTINGS:
+        unknown_settings = (
+            sorted(set(settings) - TARGET_SETTINGS) if isinstance(settings, dict) else []
+        )
+        raise pytest.UsageError(
+            f"{path}: [settings] {unknown_settings} unknown; it takes {sorted(TARGET_SETTINGS)}"
+        )
     leaked = [k for k in endpoints if re.search(r"://[^/@:]+:[^/@]+@", endpoints[k])]
     if leaked:
         raise pytest.UsageError(
             f"{path}: [endpoints] {leaked} carry a password; put the URL in an environment "
             "variable and name that variable under [secrets]"
         )
-    kind = meta.get("kind", "deployment")
+    kind = meta.get("kind", DEPLOYMENT)
+    if kind not in (SANDBOX, DEPLOYMENT):
+        raise pytest.UsageError(
+            f"{path}: [target] kind = {kind!r}; use {DEPLOYMENT!r} (a real deployment) or "
+            f"{SANDBOX!r} (the embedded sandbox)"
+        )
+    if kind == SANDBOX and (endpoints or secrets):
+        # The embedded sandbox brings its own endpoints: a file that names others would be
+        # measured as the sandbox (and dev-signed) while it claims to be something else.
+        raise pytest.UsageError(
+            f"{path}: kind = 'sandbox' with [endpoints]/[secrets]: the embedded sandbox "
+            "discovers its own; set kind = 'deployment' to measure these endpoints"
+        )
     return Target(
         name=str(meta.get("name", path.stem)),
         kind=str(kind),
         path=path,
         endpoints=dict(endpoints),
         secret_env=dict(secrets),
-        settings=dict(raw.get("settings", {})),
+        settings=dict(settings),
     )

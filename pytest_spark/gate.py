@@ -1,9 +1,16 @@
 """Item outcomes + coverage + waivers -> the gate's verdict. Pure logic, no I/O.
 
-Fail closed: an item is PASSED only when at least one test claiming it ran and passed and
-none failed, errored, skipped, xfailed or came back inconclusive; a composite item also needs
-every item it requires to be PASSED or validly WAIVED. Anything else is not-passed, and a
-single not-passed item (or a session-level blocker) makes the verdict NO-GO.
+Fail closed. An item is PASSED only when all of these hold in this run:
+
+- every test collected for it was selected, ran its call phase (its body), and passed;
+- every sub-check the registry declares for it was measured, with a value, within its limit
+  (a file of tests that was never collected leaves its sub-checks unmeasured: MISSING);
+- at least one of its tests recorded a measurement judged against a limit;
+- every item it requires is PASSED, WAIVED or NOT-REQUIRED.
+
+Anything else is not-passed and names why (ERROR, FAILED, INCONCLUSIVE, SKIPPED, MISSING,
+WAIVER-EXPIRED, WAIVER-INVALID). A single not-passed item, or a session-level blocker
+(interrupted run, collection error, refused waiver, ...), makes the verdict NO-GO.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from pytest_spark.checklist import Checklist
+from pytest_spark.checklist import Checklist, Item
 from pytest_spark.waivers import Waiver
 
 GO = "GO"
@@ -45,6 +52,16 @@ OUTCOME_STATUS = {
 
 
 @dataclass(frozen=True)
+class Judged:
+    """One measurement a test recorded, as the verdict needs it."""
+
+    name: str
+    within: bool | None  # None: recorded without a limit, so it judges nothing
+    missing: bool  # no value (None, NaN, infinity)
+    shown: str  # "ntp_offset_ms = 12.3 ms (limit < 100)"
+
+
+@dataclass(frozen=True)
 class CheckOutcome:
     """What one test did for the items it claims."""
 
@@ -52,6 +69,10 @@ class CheckOutcome:
     items: tuple[str, ...]
     outcome: str
     message: str = ""
+    # The test's body ran in this run: a passing setup (--setup-only) or a report fabricated
+    # without running the call phase is not a pass.
+    call_ran: bool = False
+    measurements: tuple[Judged, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -62,6 +83,8 @@ class ItemResult:
     reason: str
     nodeids: tuple[str, ...] = ()
     waiver: Mapping[str, str] | None = None
+    # Declared sub-check -> what was measured for it ("... : ok", "not measured", ...).
+    sub_checks: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def satisfied(self) -> bool:
@@ -73,6 +96,7 @@ class ItemResult:
             "status": self.status,
             "reason": self.reason,
             "nodeids": list(self.nodeids),
+            "sub_checks": dict(self.sub_checks),
             "waiver": dict(self.waiver) if self.waiver else None,
         }
 
@@ -114,20 +138,18 @@ def decide(
     now: dt.datetime,
     conditions: frozenset[str] = frozenset(),
     blockers: Sequence[str] = (),
-    not_run: Mapping[str, str] | None = None,
+    selected: Mapping[str, tuple[str, ...]] | None = None,
+    deselected: Mapping[str, tuple[str, ...]] | None = None,
 ) -> Verdict:
     """The verdict of ``gate`` for one run.
 
-    ``conditions`` are the target facts that make conditional items required (e.g.
-    ``pact_broker``); ``blockers`` are session-level reasons for NO-GO (interrupted run,
-    collection errors, a dev-signed bundle for a real target); ``not_run`` explains, per item,
-    why its tests did not run (deselected, session stopped early).
+    ``results`` are the tests that reported; ``selected`` maps every test collected and
+    selected to run to the items it claims, ``deselected`` every collected test that ``-k``,
+    ``-m`` or ``--deselect`` dropped. ``conditions`` are the target facts that make
+    conditional items required (e.g. ``pact_broker``); ``blockers`` are session-level reasons
+    for NO-GO (interrupted run, collection errors, a dev-signed bundle for a real target).
     """
-    not_run = not_run or {}
-    by_item: dict[str, list[CheckOutcome]] = {}
-    for result in results:
-        for item_id in result.items:
-            by_item.setdefault(item_id, []).append(result)
+    coverage = _Coverage(list(results), selected or {}, deselected or {})
     waiver_of = {w.item: w for w in waivers}
     evaluated = checklist.evaluated(gate)
     decided: dict[str, ItemResult] = {}
@@ -142,14 +164,29 @@ def decide(
                 item_id, item.title, NOT_REQUIRED, f"not required: no {item.required_when}"
             )
         else:
-            own = by_item.get(item_id, [])
-            status, reason = _own_status(item_id, own, bool(item.requires), not_run)
+            findings, sub_checks = coverage.findings(item)
             unmet = [evaluate(r) for r in item.requires if not evaluate(r).satisfied]
-            if status == PASSED and unmet:
-                worst = min(unmet, key=lambda r: _rank(r.status))
-                status = worst.status if worst.status in SEVERITY else FAILED
-                reason = "requires " + "; ".join(f"{r.id} {r.status}" for r in unmet)
-            result = ItemResult(item_id, item.title, status, reason, tuple(r.nodeid for r in own))
+            for r in unmet:
+                status = r.status if r.status in SEVERITY else FAILED
+                findings.append((status, f"requires {r.id} {r.status}"))
+            if findings:
+                findings.sort(key=lambda f: _rank(f[0]))
+                status = findings[0][0]
+                reason = "; ".join(text for _, text in findings)
+            elif coverage.tests_of(item_id):
+                status, reason = PASSED, f"{len(coverage.tests_of(item_id))} test(s) passed"
+                if item.sub_checks:
+                    reason += f", {len(item.sub_checks)} sub-check(s) within limits"
+            else:
+                status, reason = PASSED, "every required item passed"
+            result = ItemResult(
+                item_id,
+                item.title,
+                status,
+                reason,
+                tuple(r.nodeid for r in coverage.tests_of(item_id)),
+                sub_checks=sub_checks,
+            )
             result = _apply_waiver(result, waiver_of.get(item_id), checklist, now)
         decided[item_id] = result
         return result
@@ -157,34 +194,95 @@ def decide(
     for item_id in evaluated:
         evaluate(item_id)
     for w in waivers:
-        problem = w.problem(checklist, now)
+        refused = w.refusal(checklist, now)
         # A waiver that could never be granted is a process violation, whatever the item did.
-        if problem and "expired" not in problem:
-            all_blockers.append(f"waiver for {w.item} ({w.ticket}) refused: {problem}")
+        if refused is not None and refused.kind.never_grantable:
+            all_blockers.append(f"waiver for {w.item} ({w.ticket}) refused: {refused}")
     items = {i: decided[i] for i in evaluated}
     go = not all_blockers and all(r.satisfied for r in items.values())
     applied = tuple(r.waiver for r in items.values() if r.waiver is not None and r.status == WAIVED)
     return Verdict(gate, release, GO if go else NO_GO, items, tuple(all_blockers), applied)
 
 
+class _Coverage:
+    """Which tests were meant to measure each item, which ran, and what they measured."""
+
+    def __init__(
+        self,
+        results: list[CheckOutcome],
+        selected: Mapping[str, tuple[str, ...]],
+        deselected: Mapping[str, tuple[str, ...]],
+    ) -> None:
+        self.by_item: dict[str, list[CheckOutcome]] = {}
+        for result in results:
+            for item_id in result.items:
+                self.by_item.setdefault(item_id, []).append(result)
+        self.reported = {r.nodeid for r in results}
+        self.selected = selected
+        self.deselected = deselected
+
+    def tests_of(self, item_id: str) -> list[CheckOutcome]:
+        return self.by_item.get(item_id, [])
+
+    def findings(self, item: Item) -> tuple[list[tuple[str, str]], dict[str, str]]:
+        """(status, why) for everything that keeps ``item`` from passing on its own tests,
+        and the state of each declared sub-check."""
+        own = self.tests_of(item.id)
+        findings: list[tuple[str, str]] = []
+        for result in own:
+            status = OUTCOME_STATUS.get(result.outcome, ERROR)
+            detail = f": {result.message}" if result.message else ""
+            if status != PASSED:
+                findings.append((status, f"{result.outcome} {result.nodeid}{detail}"))
+            elif not result.call_ran:
+                findings.append((MISSING, f"{result.nodeid} passed without running its body"))
+        dropped = sorted(n for n, ids in self.deselected.items() if item.id in ids)
+        if dropped:
+            findings.append(
+                (MISSING, f"{len(dropped)} of its tests were deselected: {', '.join(dropped)}")
+            )
+        unrun = sorted(
+            n for n, ids in self.selected.items() if item.id in ids and n not in self.reported
+        )
+        if unrun:
+            findings.append((MISSING, f"{len(unrun)} of its tests never ran: {', '.join(unrun)}"))
+        if not own and not item.requires and not dropped and not unrun:
+            findings.append((MISSING, f"no test claiming {item.id} was collected"))
+        sub_checks: dict[str, str] = {}
+        unmeasured: list[str] = []
+        measured = [m for r in own for m in r.measurements]
+        for name in item.sub_checks:
+            status, shown = _sub_check(name, [m for m in measured if m.name == name])
+            sub_checks[name] = shown
+            if status == MISSING and shown.endswith(NOT_MEASURED):
+                unmeasured.append(name)
+            elif status != PASSED:
+                findings.append((status, f"sub-check {shown}"))
+        if unmeasured:
+            findings.append((MISSING, f"sub-check(s) {', '.join(unmeasured)}{NOT_MEASURED}"))
+        if own and not findings and not any(m.within is not None for m in measured):
+            findings.append((MISSING, "its tests recorded no measurement against a limit"))
+        return findings, sub_checks
+
+
+NOT_MEASURED = ": not measured in this run"
+
+
+def _sub_check(name: str, measured: list[Judged]) -> tuple[str, str]:
+    if not measured:
+        return MISSING, f"{name}{NOT_MEASURED}"
+    shown = "; ".join(m.shown for m in measured)
+    if any(m.within is False and not m.missing for m in measured):
+        return FAILED, f"{shown}: OUT OF BOUNDS"
+    if any(m.missing for m in measured):
+        return INCONCLUSIVE, f"{shown}: no data"
+    if any(m.within is None for m in measured):
+        return MISSING, f"{shown}: recorded without a limit"
+    return PASSED, f"{shown}: ok"
+
+
 def _rank(status: str) -> int:
     return SEVERITY.index(status) if status in SEVERITY else len(SEVERITY)
-
-
-def _own_status(
-    item_id: str, own: list[CheckOutcome], composite: bool, not_run: Mapping[str, str]
-) -> tuple[str, str]:
-    if not own:
-        if composite:
-            return PASSED, "every required item passed"
-        why = not_run.get(item_id, "no test claiming it was collected")
-        return MISSING, f"no test for {item_id} ran: {why}"
-    worst = min(own, key=lambda r: _rank(OUTCOME_STATUS.get(r.outcome, ERROR)))
-    status = OUTCOME_STATUS.get(worst.outcome, ERROR)
-    if status == PASSED:
-        return PASSED, f"{len(own)} test(s) passed"
-    detail = f": {worst.message}" if worst.message else ""
-    return status, f"{worst.outcome} {worst.nodeid}{detail}"
 
 
 def _apply_waiver(
@@ -192,11 +290,14 @@ def _apply_waiver(
 ) -> ItemResult:
     if waiver is None or result.satisfied:
         return result
-    problem = waiver.problem(checklist, now)
-    record = {**waiver.to_json(), "refused": problem or ""}
-    if problem is None:
+    refused = waiver.refusal(checklist, now)
+    record = {**waiver.to_json(), "refused": str(refused) if refused else ""}
+    if refused is None:
         reason = f"waived by {waiver.approver} ({waiver.ticket}): {result.reason}"
-        return ItemResult(result.id, result.title, WAIVED, reason, result.nodeids, record)
-    status = WAIVER_EXPIRED if "expired" in problem else WAIVER_INVALID
-    reason = f"waiver {waiver.ticket} refused ({problem}); {result.status}: {result.reason}"
-    return ItemResult(result.id, result.title, status, reason, result.nodeids, record)
+        status = WAIVED
+    else:
+        reason = f"waiver {waiver.ticket} refused ({refused}); {result.status}: {result.reason}"
+        status = WAIVER_INVALID if refused.kind.never_grantable else WAIVER_EXPIRED
+    return ItemResult(
+        result.id, result.title, status, reason, result.nodeids, record, result.sub_checks
+    )

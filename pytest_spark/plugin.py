@@ -7,6 +7,7 @@ The concerns live in their own modules and are imported inside the hooks that ne
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Generator
 from typing import Any
 
 import pytest
@@ -48,13 +49,38 @@ def pytest_configure(config: pytest.Config) -> None:
     if run is not None:
         config.stash[run_key] = run
         config.pluginmanager.register(run, "spark-gate-run")
+        if run.bundle is not None:  # a gate is in play, on the controller and on each worker
+            from pytest_spark.secrecy import SecretGuard
+
+            config.pluginmanager.register(SecretGuard(run.redactor), "spark-secret-guard")
         if config.pluginmanager.hasplugin("xdist"):
             from pytest_spark.run import XdistBridge
 
             config.pluginmanager.register(XdistBridge(run), "spark-gate-xdist")
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_cmdline_main(config: pytest.Config) -> Generator[None, object, object]:
+    """The exit code of a gate run is the verdict's, whatever else set one.
+
+    ``pytest.exit(returncode=0)`` in a late hook, or another plugin rewriting
+    ``session.exitstatus``, could otherwise turn a NO-GO into exit 0. This wrapper around the
+    whole run is the last word: a gate in play without a GO verdict never exits 0.
+    """
+    code = yield
+    run = config.stash.get(run_key, None)
+    if run is None or not run.is_controller or code not in (0, pytest.ExitCode.OK):
+        return code
+    verdict = run.verdict
+    return (
+        pytest.ExitCode.OK if verdict is not None and verdict.go else pytest.ExitCode.TESTS_FAILED
+    )
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     run = config.stash.get(run_key, None)
     if run is not None:
         config.pluginmanager.unregister(run)
+    guard = config.pluginmanager.get_plugin("spark-secret-guard")
+    if guard is not None:
+        config.pluginmanager.unregister(guard)

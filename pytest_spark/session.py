@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import shlex
-from collections.abc import Generator, Iterable
+import signal
+import threading
+from collections.abc import Callable, Generator, Iterable
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,7 +26,7 @@ from pytest_spark import signing
 from pytest_spark.checklist import Checklist
 from pytest_spark.config import SparkConfig
 from pytest_spark.evidence.bundle import Bundle, CheckRecord, release_tag, ritual_files
-from pytest_spark.evidence.records import CheckEvidence, Inconclusive
+from pytest_spark.evidence.records import CheckEvidence, Inconclusive, Measurement
 from pytest_spark.evidence.redact import Redactor
 from pytest_spark.waivers import Waiver
 
@@ -30,6 +35,8 @@ CLAIM_MARKERS = frozenset(
 )
 claims_key = pytest.StashKey[tuple[str, ...]]()
 evidence_key = pytest.StashKey[CheckEvidence]()
+# Set by our own pytest_runtest_call wrapper: the test's body really ran in this process.
+call_ran_key = pytest.StashKey[bool]()
 
 # Worst first: how several phases of one test combine into its outcome.
 OUTCOME_ORDER = ("error", "failed", "inconclusive", "xpassed", "xfailed", "skipped", "passed")
@@ -53,6 +60,22 @@ def claimed_items(item: pytest.Item, checklist: Checklist) -> tuple[str, ...]:
                 if item_id not in ids:
                     ids.append(item_id)
     return tuple(ids)
+
+
+def judged_measurements(evidence: dict[str, object]) -> tuple[gate_logic.Judged, ...]:
+    """The measurements of one test's evidence (as shipped on its report) for the verdict."""
+    raw = evidence.get("measurements", [])
+    judged = []
+    for m in raw if isinstance(raw, list) else []:
+        measurement = Measurement(
+            str(m["name"]), m["value"], str(m.get("unit") or ""), m.get("limit"), m.get("at_least")
+        )
+        judged.append(
+            gate_logic.Judged(
+                measurement.name, measurement.within, measurement.missing, measurement.describe()
+            )
+        )
+    return tuple(judged)
 
 
 def _worst(a: str, b: str) -> str:
@@ -91,15 +114,41 @@ class GateRun:
         self.key = key
         self.redactor = redactor
         self.run_id = run_id
-        # Only the controller of a run with a gate in play decides and writes the bundle.
-        self.is_controller = gate is not None and not hasattr(config, "workerinput")
+        # Only the controller of a run with a gate in play decides and writes the bundle
+        # (not an xdist worker, not --collect-only).
+        self.is_controller = (
+            gate is not None and bundle is not None and not hasattr(config, "workerinput")
+        )
         self.records: dict[str, CheckRecord] = {}
-        self.collected: dict[str, tuple[str, ...]] = {}
-        self.not_run: dict[str, str] = {}
+        # nodeid -> claimed items, of the tests selected to run and of those deselected.
+        self.selected: dict[str, tuple[str, ...]] = {}
+        self.deselected: dict[str, tuple[str, ...]] = {}
+        self._not_required_tests: set[str] = set()
         self.blockers: list[str] = []
         self._selecting: dict[str, tuple[str, ...]] = {}
         self.verdict: gate_logic.Verdict | None = None
         self.started = dt.datetime.now(dt.UTC)
+        # uri -> sha256 of the checklist, waivers, target and ops/ files when the run began.
+        self.inputs_at_start: dict[str, str] = {}
+
+    # -- SIGTERM, how CI cancels a job --------------------------------------------------------
+
+    def pytest_sessionstart(self) -> None:
+        # SIGTERM's default kills the process at once: session fixtures (the sandbox) would
+        # never stop and no verdict would be written. As an interrupt, pytest tears down and
+        # the gate decides NO-GO, exactly as for Ctrl-C.
+        if threading.current_thread() is threading.main_thread():
+            self._previous_sigterm = signal.signal(signal.SIGTERM, self._terminated)
+
+    def _terminated(self, signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the teardown
+        raise KeyboardInterrupt(f"received {signal.Signals(signum).name}")
+
+    def _restore_sigterm(self) -> None:
+        previous = getattr(self, "_previous_sigterm", None)
+        if previous is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous)
+            self._previous_sigterm = None
 
     # -- collection -------------------------------------------------------------------------
 
@@ -112,20 +161,31 @@ class GateRun:
         for item in items:
             ids = claimed_items(item, self.checklist)
             item.stash[claims_key] = ids
-            self.collected[item.nodeid] = ids
             gates = {g for i in ids for g in self._gates_selecting(i)}
             for gate in sorted(gates):
                 item.add_marker(gate)
-            for item_id in ids:
-                item.user_properties.append(("spark_item", item_id))
             if ids and all(self._not_required(i) for i in ids):
                 not_required.append(item)
         if not_required:
             # A test of an item this target does not require (K3 without a Pact Broker) is
             # not run at all: the verdict lists the item as NOT-REQUIRED, never as a skip.
+            self._not_required_tests.update(i.nodeid for i in not_required)
             config.hook.pytest_deselected(items=not_required)
             dropped = set(not_required)
             items[:] = [i for i in items if i not in dropped]
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        # After every deselection: what is left is what must run for each item.
+        self.selected = {i.nodeid: i.stash.get(claims_key, ()) for i in session.items}
+        if self.gate is None:
+            claiming = [n for n, ids in self.selected.items() if ids]
+            if claiming:
+                raise pytest.UsageError(
+                    f"spark: {len(claiming)} selected test(s) claim checklist items (e.g. "
+                    f"{claiming[0]}) but -m names no gate, so no verdict would be decided; "
+                    f"run one gate, e.g. `pytest -m go_nogo` ({', '.join(self.checklist.gates)})"
+                )
 
     def _not_required(self, item_id: str) -> bool:
         condition = self.checklist.items[item_id].required_when
@@ -139,8 +199,9 @@ class GateRun:
 
     def pytest_deselected(self, items: Iterable[pytest.Item]) -> None:
         for item in items:
-            for item_id in item.stash.get(claims_key, ()):
-                self.not_run.setdefault(item_id, f"its tests were deselected ({item.nodeid})")
+            ids = item.stash.get(claims_key, ())
+            if ids and item.nodeid not in self._not_required_tests:
+                self.deselected[item.nodeid] = ids
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:
@@ -149,12 +210,19 @@ class GateRun:
     # -- running ----------------------------------------------------------------------------
 
     @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, None, None]:
+        item.stash[call_ran_key] = True
+        return (yield)
+
+    @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(
         self, item: pytest.Item, call: pytest.CallInfo[None]
     ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         report = yield
         claims: tuple[str, ...] = item.stash.get(claims_key, ())
         report.spark_items = list(claims)  # type: ignore[attr-defined]
+        if report.when == "call":
+            report.spark_call_ran = item.stash.get(call_ran_key, False)  # type: ignore[attr-defined]
         evidence = item.stash.get(evidence_key, None)
         if call.excinfo is not None and call.excinfo.errisinstance(Inconclusive):
             report.spark_inconclusive = str(call.excinfo.value)  # type: ignore[attr-defined]
@@ -181,11 +249,10 @@ class GateRun:
             report.spark_inconclusive = reason  # type: ignore[attr-defined]
 
     def _redact_report(self, report: pytest.TestReport) -> None:
-        if report.longrepr is not None:
-            text = str(report.longrepr)
-            if self.redactor.contains_secret(text):
-                report.longrepr = self.redactor.text(text)
-        report.sections = [(k, self.redactor.text(v)) for k, v in report.sections]
+        # Shape-keeping: a skip's (path, lineno, reason) must stay a tuple (see secrecy).
+        from pytest_spark.secrecy import redact_report
+
+        redact_report(report, self.redactor)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         outcome = self._outcome(report)
@@ -194,6 +261,8 @@ class GateRun:
         items = tuple(getattr(report, "spark_items", ()))
         record = self.records.setdefault(report.nodeid, CheckRecord(report.nodeid, items))
         record.duration += report.duration
+        if report.when == "call" and getattr(report, "spark_call_ran", False):
+            record.call_ran = True
         previous = record.outcome
         record.outcome = _worst(outcome, previous)
         if record.outcome != previous or (outcome != "passed" and not record.message):
@@ -223,37 +292,118 @@ class GateRun:
     def pytest_sessionfinish(
         self, session: pytest.Session, exitstatus: int
     ) -> Generator[None, None, None]:
+        workeroutput = getattr(self.config, "workeroutput", None)
+        if workeroutput is not None:
+            # An xdist worker collected and ran; the controller decides from what it hands over.
+            workeroutput["spark_selected"] = self.selected
+            workeroutput["spark_deselected"] = self.deselected
+            workeroutput["spark_blockers"] = self.blockers
         if self.is_controller:
-            self.verdict = self._decide(exitstatus)
-            self._write_evidence()
+            self.verdict = self._decide(session, exitstatus)
+            self._guarded(self._write_evidence, "writing the evidence bundle")
             session.exitstatus = 0 if self.verdict.go else 1
         try:
             return (yield)
         finally:
             # After pytest-html and junitxml wrote their files: scrub them, then sign.
             if self.is_controller and self.verdict is not None:
-                self._sign()
+                self._guarded(self._sign, "signing the evidence bundle")
+                session.exitstatus = 0 if self.verdict.go else 1
 
-    def _decide(self, exitstatus: int) -> gate_logic.Verdict:
+    def _guarded(self, step: Callable[[], None], what: str) -> None:
+        """A bundle that cannot be written or signed (disk full, read-only) is NO-GO, said
+        plainly; never a printed GO over an incomplete bundle."""
+        try:
+            step()
+        except OSError as exc:
+            where = self.bundle.root if self.bundle is not None else "the bundle"
+            self._block(f"{what} failed: {exc.strerror or exc} ({where}); the bundle is incomplete")
+
+    def _block(self, blocker: str) -> None:
+        assert self.verdict is not None
+        self.blockers.append(blocker)
+        self.verdict = replace(
+            self.verdict,
+            verdict=gate_logic.NO_GO,
+            blockers=(*self.verdict.blockers, blocker),
+        )
+
+    def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+        # Ctrl-C, SIGTERM and pytest.exit() all land here, whatever exit code they ask for.
+        what = excinfo.typename
+        if what == "Exit":
+            what = f"pytest.exit({str(excinfo.value)!r})"
+        elif str(excinfo.value):
+            what = f"{what} ({excinfo.value})"
+        self.blockers.append(f"the run ended early: {what}")
+
+    def pytest_internalerror(self, excrepr: object) -> None:
+        self.blockers.append(
+            f"pytest internal error: {str(excrepr).strip().splitlines()[-1][:200]}"
+        )
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: object) -> None:
+        # Controller under xdist: each worker hands over what it collected and deselected.
+        output = getattr(node, "workeroutput", None) or {}
+        if error or "spark_selected" not in output:
+            name = getattr(node, "gateway", None)
+            self.blockers.append(
+                f"xdist worker {getattr(name, 'id', '?')} went down without reporting its "
+                f"tests ({error or 'no report'})"
+            )
+            return
+        self.selected.update(output["spark_selected"])
+        self.deselected.update(output["spark_deselected"])
+        self.blockers.extend(b for b in output["spark_blockers"] if b not in self.blockers)
+
+    def _decide(self, session: pytest.Session, exitstatus: int) -> gate_logic.Verdict:
         assert self.gate is not None
-        if exitstatus == pytest.ExitCode.INTERRUPTED:
+        if exitstatus == pytest.ExitCode.INTERRUPTED and not any(
+            b.startswith("the run ended early") for b in self.blockers
+        ):
             self.blockers.append("the run was interrupted before every test ran")
         elif exitstatus in (pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.USAGE_ERROR):
             self.blockers.append(f"pytest ended with {pytest.ExitCode(exitstatus).name}")
+        if session.shouldfail or session.shouldstop:
+            self.blockers.append(
+                f"the run stopped early: {session.shouldfail or session.shouldstop}"
+            )
+        for option in ("setupplan", "setuponly"):  # --setup-plan implies --setup-only
+            if self.config.getoption(option, False):
+                flag = "--" + option.replace("setup", "setup-")
+                self.blockers.append(f"{flag}: no test body runs, so nothing was measured")
+                break
         for record in self.records.values():
             if not record.items and record.outcome in ("failed", "error"):
                 self.blockers.append(f"{record.nodeid} {record.outcome} outside any item")
-        for nodeid, ids in self.collected.items():
-            if nodeid not in self.records:
-                for item_id in ids:
-                    self.not_run.setdefault(item_id, f"{nodeid} was collected but never ran")
+        if self.inputs_at_start:
+            from pytest_spark.evidence.inputs import fingerprint
+
+            now = fingerprint(self.spark)
+            changed = sorted(
+                uri
+                for uri in {*now, *self.inputs_at_start}
+                if now.get(uri) != self.inputs_at_start.get(uri)
+            )
+            if changed:
+                self.blockers.append(
+                    "inputs changed while the run was going on: " + ", ".join(changed)
+                )
         dev_signed = self.key is not None and self.key.mode == signing.DEV_SIGNED
         if dev_signed and not self.spark.target.is_sandbox:
             self.blockers.append(
                 "dev-signed bundle for a real target: configure --spark-signing-key"
             )
         results = [
-            gate_logic.CheckOutcome(r.nodeid, r.items, r.outcome, r.message)
+            gate_logic.CheckOutcome(
+                r.nodeid,
+                r.items,
+                r.outcome,
+                r.message,
+                call_ran=r.call_ran,
+                measurements=judged_measurements(r.evidence),
+            )
             for r in self.records.values()
         ]
         return gate_logic.decide(
@@ -265,7 +415,8 @@ class GateRun:
             now=dt.datetime.now(dt.UTC),
             conditions=self.spark.target.conditions,
             blockers=self.blockers,
-            not_run=self.not_run,
+            selected=self.selected,
+            deselected=self.deselected,
         )
 
     @property
@@ -283,10 +434,7 @@ class GateRun:
             "release_tag.txt",
             release_tag(self.spark.release, self.gate, self.target_name, self.spark.rootdir, now),
         )
-        lines = [
-            self.redactor.text(json.dumps(r.to_json(bundle.root), sort_keys=True))
-            for r in self.records.values()
-        ]
+        lines = [self._check_line(r.to_json(bundle.root)) for r in self.records.values()]
         bundle.write_bytes("checks.jsonl", ("\n".join(lines) + "\n" if lines else "").encode())
         for name, content in ritual_files(
             self.checklist, self.verdict, self.records.values(), self.signing_info, now
@@ -310,27 +458,56 @@ class GateRun:
         latest.parent.mkdir(parents=True, exist_ok=True)
         latest.write_text(str(bundle.root) + "\n")
 
+    def _check_line(self, record: dict[str, object]) -> str:
+        line = json.dumps(record, sort_keys=True)
+        # Redacted before serialising (JSON escaping would hide a secret with a quote from a
+        # text scrub); the cheap scrub of the line tells whether there is anything to redact.
+        if self.redactor.text(line) == line:
+            return line
+        return json.dumps(self.redactor.value(record), sort_keys=True)
+
     def _sign(self) -> None:
         assert self.verdict is not None and self.key is not None and self.bundle is not None
         for option, name in (("htmlpath", "report.html"), ("xmlpath", "junit.xml")):
             # Written by pytest-html and junitxml, maybe to a path of the user's choosing:
             # copy it in if so, and scrub it either way before it is signed.
             chosen = self.config.getoption(option, None)
-            if chosen and Path(chosen).resolve() != (self.bundle.root / name).resolve():
-                self.bundle.adopt(Path(chosen), name)
+            # As pytest-html and junitxml do: `--html=~/r.html` is not expanded by the shell.
+            path = Path(os.path.expandvars(chosen)).expanduser() if chosen else None
+            if path is not None and path.resolve() != (self.bundle.root / name).resolve():
+                self.bundle.adopt(path, name)
             else:
                 self.bundle.redact_in_place(name)
+        from pytest_spark.evidence.inputs import record_inputs
+        from pytest_spark.evidence.junit import carry_gate_properties
+
         verdict = self.verdict
+        junit = self.bundle.root / "junit.xml"
+        if junit.exists():
+            # The bundle's copy, already scrubbed; the values added here are scrubbed as added.
+            carry_gate_properties(junit, verdict, self.run_id, self.records, self.redactor.text)
         predicate = {
             "result": "PASSED" if verdict.go else "FAILED",
             "passedTests": [i for i, r in verdict.items.items() if r.status == "PASSED"],
             "warnedTests": [i for i, r in verdict.items.items() if r.status == "WAIVED"],
             "failedTests": [r.id for r in verdict.not_passed()],
-            "configuration": [{"name": str(self.spark.checklist_path.name)}],
-            "spark": {**verdict.to_json(), "run_id": self.run_id, "target": self.target_name},
+            # The files that decided the verdict, by digest: a name alone would let a
+            # weakened checklist from outside the repository pass for the real one.
+            "configuration": record_inputs(self.bundle, self.spark),
+            "spark": {
+                **verdict.to_json(),
+                "release": verdict.release,
+                "gate": verdict.gate,
+                "run_id": self.run_id,
+                "target": self.target_name,
+            },
             "signing": self.signing_info,
         }
-        signing.sign_bundle(self.bundle.root, self.key, predicate)
+        try:
+            signing.sign_bundle(self.bundle.root, self.key, predicate)
+        except signing.UnsignableBundle as exc:
+            # Left unsigned, so verify refuses it; the run says NO-GO and why.
+            self._block(str(exc))
 
     @property
     def target_name(self) -> str:
@@ -366,6 +543,7 @@ class GateRun:
 
     @pytest.hookimpl(trylast=True)
     def pytest_unconfigure(self, config: pytest.Config) -> None:
+        self._restore_sigterm()
         # The verdict is the very last line, after pytest's own "N passed" summary line.
         terminal = config.pluginmanager.get_plugin("terminalreporter")
         if self.verdict is None or terminal is None:

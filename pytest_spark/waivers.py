@@ -1,18 +1,54 @@
 """Waivers (ops/waivers.toml): an approved, expiring exception for one checklist item.
 
 A malformed file is a usage error before any test runs. A well-formed waiver can still be
-invalid at verdict time (expired, self-approved, or on an unwaivable item): the gate then
-refuses it and the item stays NO-GO, so such a waiver can never turn a failure into GO.
+refused at verdict time, and the refusal is typed (never found by searching its text):
+
+- ``EXPIRED``: it ran out; the item it covered is WAIVER-EXPIRED.
+- ``UNWAIVABLE``, ``SELF_APPROVED``, ``BEYOND_HORIZON``: it could never have been granted, a
+  process violation that blocks the release whatever the item did.
+
+Either way the item stays not-passed, so a refused waiver can never turn a failure into GO.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import tomllib
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_spark.checklist import Checklist
+
+
+class Refusal(enum.Enum):
+    EXPIRED = "expired"
+    UNWAIVABLE = "unwaivable"
+    SELF_APPROVED = "self-approved"
+    BEYOND_HORIZON = "beyond-horizon"
+
+    @property
+    def never_grantable(self) -> bool:
+        return self is not Refusal.EXPIRED
+
+
+@dataclass(frozen=True)
+class Refused:
+    kind: Refusal
+    detail: str
+
+    def __str__(self) -> str:
+        return self.detail
+
+
+def identity(person: str) -> str:
+    """The person a name or address stands for, so that ``Ayse``, ``ayse@bank.example``,
+    ``ayse+waivers@bank.example`` and a full-width ``ａｙｓｅ`` compare equal."""
+    text = unicodedata.normalize("NFKC", person).strip().casefold()
+    local = text.split("@", 1)[0] if "@" in text else text
+    return local.split("+", 1)[0].strip()
+
 
 FIELDS = ("item", "reason", "ticket", "author", "approver", "expires")
 
@@ -30,14 +66,25 @@ class Waiver:
     approver: str
     expires: dt.datetime
 
-    def problem(self, checklist: Checklist, now: dt.datetime) -> str | None:
-        """Why the gate must refuse this waiver, or None when it is valid at ``now``."""
+    def refusal(self, checklist: Checklist, now: dt.datetime) -> Refused | None:
+        """Why the gate must refuse this waiver at ``now``, or None when it is valid."""
         if not checklist.items[self.item].waivable:
-            return f"item {self.item} is unwaivable"
-        if self.author.strip().casefold() == self.approver.strip().casefold():
-            return f"approved by its own author ({self.author})"
+            return Refused(Refusal.UNWAIVABLE, f"item {self.item} is unwaivable")
+        if identity(self.author) == identity(self.approver):
+            return Refused(
+                Refusal.SELF_APPROVED,
+                f"approved by its own author ({self.author!r} and {self.approver!r} are the "
+                "same person)",
+            )
         if self.expires <= now:
-            return f"expired at {self.expires.isoformat()}"
+            return Refused(Refusal.EXPIRED, f"expired at {self.expires.isoformat()}")
+        horizon = dt.timedelta(days=checklist.waiver_horizon_days)
+        if self.expires - now > horizon:
+            return Refused(
+                Refusal.BEYOND_HORIZON,
+                f"expires {self.expires.isoformat()}, more than {checklist.waiver_horizon_days} "
+                f"days from now ([waiver_policy] max_days in {checklist.path.name})",
+            )
         return None
 
     def to_json(self) -> dict[str, str]:

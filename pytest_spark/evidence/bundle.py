@@ -33,6 +33,7 @@ class CheckRecord:
     outcome: str = "passed"
     duration: float = 0.0
     message: str = ""
+    call_ran: bool = False  # its body ran (the call phase), not only setup and teardown
     evidence: dict[str, object] = field(default_factory=dict)
 
     def to_json(self, bundle: Path) -> dict[str, object]:
@@ -47,6 +48,7 @@ class CheckRecord:
             "items": list(self.items),
             "outcome": self.outcome,
             "duration_s": round(self.duration, 6),
+            "call_ran": self.call_ran,
             "message": self.message,
             **evidence,
         }
@@ -87,15 +89,31 @@ class Bundle:
         return path
 
     def redact_in_place(self, name: str) -> None:
-        """Scrub a file another plugin wrote (report.html, junit.xml) before it is signed."""
+        """Scrub a file another plugin wrote (report.html, junit.xml) before it is signed.
+
+        Those plugins escape what they embed (pytest-html: HTML-escaped JSON in an attribute;
+        junitxml: XML entities), and the Redactor matches each secret's escaped forms too.
+        Everything this bundle writes itself is masked before it is serialised instead.
+        """
         path = self.root / name
         if path.exists():
             self.write_bytes(name, self.redactor.text(path.read_text("utf-8")).encode())
 
     def adopt(self, source: Path, name: str) -> None:
-        """Copy a file written elsewhere (a user-chosen --html/--junitxml path) into the bundle."""
-        if source.exists():
-            self.write_bytes(name, self.redactor.text(source.read_text("utf-8")).encode())
+        """Copy a file written elsewhere (a user-chosen --html/--junitxml path) into the bundle.
+
+        The source is scrubbed where it stands as well: a user-chosen report is a file of
+        this run like the bundle's copy, and is read (and archived by CI) just the same.
+        """
+        if not source.exists():
+            return
+        text = source.read_text("utf-8")
+        redacted = self.redactor.text(text)
+        if redacted != text:
+            tmp = source.with_name(f".tmp-{source.name}")
+            tmp.write_bytes(redacted.encode())
+            os.replace(tmp, source)
+        self.write_bytes(name, redacted.encode())
 
 
 def git_state(rootdir: Path) -> tuple[str, bool | None]:

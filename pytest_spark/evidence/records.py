@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pytest_spark.evidence.redact import Redactor
@@ -120,7 +120,16 @@ class CheckEvidence:
     def to_json(self) -> dict[str, object]:
         return {
             "measurements": [
-                {**asdict(m), "within": m.within, "missing": m.missing} for m in self.measurements
+                {
+                    "name": m.name,
+                    "value": m.value,
+                    "unit": m.unit,
+                    "limit": m.limit,
+                    "at_least": m.at_least,
+                    "within": m.within,
+                    "missing": m.missing,
+                }
+                for m in self.measurements
             ],
             "notes": list(self.notes),
             "attachments": dict(self.attachments),

@@ -38,6 +38,9 @@ def test_can_i_deploy(
         decision, doc = pacts.can_i_deploy(broker_url, token, pacticipant, version, ENVIRONMENT)
     spark_evidence.attach(f"can-i-deploy-{pacticipant}.json", json.dumps(doc, indent=2).encode())
     spark_evidence.note(decision.summary())
+    spark_evidence.measure(
+        f"{pacticipant.replace('-', '_')}_not_deployable", int(not decision.deployable), limit=1
+    )
     assert decision.deployable, (
         f"the Pact Broker says no: {decision.summary()} (check the broker's matrix for "
         f"{pacticipant} {version})"

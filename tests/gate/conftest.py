@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -22,12 +23,14 @@ title = "first measured item"
 gates = ["tiny"]
 waivable = true
 evidence = ["scan", "sbom"]
+sub_checks = ["offset_ms"]
 
 [[item]]
 id = "A2"
 title = "unwaivable money item"
 gates = ["tiny"]
 waivable = false
+sub_checks = ["money_findings"]
 
 [[item]]
 id = "A3"
@@ -42,12 +45,14 @@ title = "only with a broker"
 gates = ["tiny"]
 waivable = true
 required_when = "pact_broker"
+sub_checks = ["broker_answers"]
 
 [[item]]
 id = "Z1"
 title = "in another gate"
 gates = ["side"]
 waivable = true
+sub_checks = ["side_findings"]
 """
 
 PASSING_SUITE = """
@@ -58,8 +63,8 @@ def test_a1(spark_evidence):
     spark_evidence.measure("offset_ms", 12.5, unit="ms", limit=100)
 
 @pytest.mark.money("A2")
-def test_a2():
-    pass
+def test_a2(spark_evidence):
+    spark_evidence.measure("money_findings", 0, limit=1)
 """
 
 
@@ -81,13 +86,20 @@ def read_verdict(pytester: pytest.Pytester) -> dict[str, object]:
     return json.loads((latest_bundle(pytester) / "verdict.json").read_text())
 
 
+def in_days(days: int) -> str:
+    """A TOML UTC date-time ``days`` from now (waivers may run at most 90 days)."""
+    moment = dt.datetime.now(dt.UTC) + dt.timedelta(days=days)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def waiver_toml(
     item: str,
     *,
     author: str = "ayse",
     approver: str = "mehmet",
-    expires: str = "2099-01-01T00:00:00Z",
+    expires: str | None = None,
 ) -> str:
+    expires = expires or in_days(30)
     return f"""
 [[waiver]]
 item = "{item}"

@@ -12,6 +12,10 @@ from .conftest import latest_bundle, read_verdict
 
 CONFIG_PROBE = """
 import json, pathlib
+import pytest
+
+# A gate marker but no claim: the probe may run in a no-gate run, and `-m side` selects it.
+pytestmark = pytest.mark.side
 
 def test_dump(spark_config):
     c = spark_config
@@ -26,6 +30,7 @@ def test_dump(spark_config):
 # option name -> (CLI args, ini line, resolved field, expected value)
 OPTION_CASES = {
     "release": (["--spark-release", "v1.4.0"], "spark_release = v1.4.0", "release", "v1.4.0"),
+    # The pin must agree with -m, which is given on the command line in both cases.
     "gate": (["--spark-gate", "side"], "spark_gate = side", "gate", "side"),
     "evidence_dir": (
         ["--spark-evidence-dir", "out"],
@@ -76,6 +81,8 @@ def test_option_through_cli_and_ini(pytester: pytest.Pytester, option: str, sour
         args: list[str] = []
     else:
         args = cli
+    if option == "gate":
+        args = [*args, "-m", "side"]
     result = pytester.runpytest("-p", "no:cacheprovider", *args)
     # with the gate "side" in play, its item Z1 has no test: a correct NO-GO
     assert result.ret == (1 if option == "gate" else 0), result.stdout.str()
@@ -118,7 +125,12 @@ def test_cli_beats_env_beats_ini_beats_target_file(
         (["--spark-stage", "30"], "*--spark-stage '30'*1, 5, 25, 50, 100*"),
         (["--spark-release", "v1/../x"], "*--spark-release*letters, digits*"),
         (["--spark-target", "nowhere.toml"], "*--spark-target nowhere.toml: no such file*"),
-        (["--spark-gate", "nope"], "*--spark-gate 'nope' is not a gate*"),
+        (["--spark-gate", "nope"], "*gate is pinned to 'nope'*which is not a gate*"),
+        (["--spark-gate", "side", "-m", "tiny"], "*pinned to 'side'*but -m names gate 'tiny'*"),
+        (["--spark-gate", "tiny"], "*pinned to 'tiny'*but -m names no gate*"),
+        (["-m", "tiny or slow"], "*can select tests that are not in gate 'tiny'*"),
+        (["-m", "tiny or side"], "*names several gates (side, tiny)*"),
+        (["-m", "not side"], "*can select tests that are not in gate 'side'*"),
         (["-m", "tiny", "--spark-signing-key", "missing.pem"], "*--spark-signing-key missing.pem*"),
     ],
 )
@@ -148,7 +160,7 @@ def test_report_html_carries_the_signoff_and_junit_the_items(gate_project: pytes
     assert "Spark release gate: GO" in html
     assert "sha256:" in html  # key fingerprint
     junit = (bundle / "junit.xml").read_text()
-    assert '<property name="spark_item" value="A1"' in junit
+    assert "spark.items[test_suite.py::test_a1]" in junit
     assert (bundle / "release_tag.txt").read_text().startswith("release: v2.0.0\n")
     assert (gate_project.path / "reports/LATEST").read_text().strip() == str(bundle)
 
@@ -165,7 +177,8 @@ def test_a1_many(spark_evidence, n):
     spark_evidence.attach(f"sample{n}.txt", str(n))
 
 @pytest.mark.money("A2")
-def test_a2_fails():
+def test_a2_fails(spark_evidence):
+    spark_evidence.measure("money_findings", 1, limit=1)
     assert False, "commission 0.01 != 0.00"
 """
     )

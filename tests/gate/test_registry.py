@@ -8,13 +8,22 @@ from pathlib import Path
 import pytest
 
 from pytest_spark.checklist import ChecklistError, load
-from pytest_spark.gate import CheckOutcome, decide
+from pytest_spark.gate import CheckOutcome, Judged, decide
 from pytest_spark.waivers import Waiver
 
 from .conftest import TINY_CHECKLIST
 
 NOW = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
 REPO_CHECKLIST = Path(__file__).parents[2] / "ops" / "checklist.toml"
+
+
+SUB_CHECK = {"A1": "offset_ms", "A2": "money_findings"}
+
+
+def ran(nodeid: str, item: str, outcome: str = "passed", message: str = "") -> CheckOutcome:
+    """A test whose body ran and judged its item's sub-check within its limit."""
+    within = Judged(SUB_CHECK[item], True, False, f"{SUB_CHECK[item]} = 0 (limit < 1)")
+    return CheckOutcome(nodeid, (item,), outcome, message, call_ran=True, measurements=(within,))
 
 
 def tiny(tmp_path: Path, text: str = TINY_CHECKLIST) -> Path:
@@ -65,6 +74,15 @@ def test_the_project_registry_has_every_readiness_item() -> None:
             "cycle",
         ),
         (lambda t: "[gates", "cannot be read"),
+        (lambda t: t.replace('sub_checks = ["offset_ms"]\n', ""), "declare the item's sub_checks"),
+        (lambda t: t.replace('["offset_ms"]', '["Offset-ms"]'), "measurement names"),
+        (lambda t: t.replace('["offset_ms"]', '["offset_ms", "offset_ms"]'), "twice"),
+        (
+            lambda t: t.replace("waivable = false", 'waivable = false\nsub_check = "x"'),
+            "unknown key",
+        ),
+        (lambda t: t + "\n[waiver_policy]\nmax_days = 0\n", "max_days"),
+        (lambda t: t + "\n[waivers]\n", "unknown table"),
     ],
 )
 def test_bad_registry_is_rejected_with_the_reason(tmp_path: Path, change, message: str) -> None:
@@ -74,7 +92,7 @@ def test_bad_registry_is_rejected_with_the_reason(tmp_path: Path, change, messag
 
 def test_composite_is_not_passed_when_a_requirement_is(tmp_path: Path) -> None:
     checklist = load(tiny(tmp_path))
-    results = [CheckOutcome("t::a1", ("A1",), "passed"), CheckOutcome("t::a2", ("A2",), "error")]
+    results = [ran("t::a1", "A1"), ran("t::a2", "A2", "error")]
     verdict = decide(checklist, "tiny", "v1", results, now=NOW)
     assert verdict.verdict == "NO-GO"
     assert (verdict.items["A3"].status, verdict.items["A3"].reason) == (
@@ -86,9 +104,9 @@ def test_composite_is_not_passed_when_a_requirement_is(tmp_path: Path) -> None:
 def test_one_passing_and_one_failing_test_of_an_item_is_failed(tmp_path: Path) -> None:
     checklist = load(tiny(tmp_path))
     results = [
-        CheckOutcome("t::a1_ok", ("A1",), "passed"),
-        CheckOutcome("t::a1_bad", ("A1",), "failed", "offset 140 ms"),
-        CheckOutcome("t::a2", ("A2",), "passed"),
+        ran("t::a1_ok", "A1"),
+        ran("t::a1_bad", "A1", "failed", "offset 140 ms"),
+        ran("t::a2", "A2"),
     ]
     verdict = decide(checklist, "tiny", "v1", results, now=NOW)
     assert verdict.items["A1"].status == "FAILED"
@@ -98,7 +116,7 @@ def test_one_passing_and_one_failing_test_of_an_item_is_failed(tmp_path: Path) -
 def test_waived_requirement_satisfies_the_composite(tmp_path: Path) -> None:
     checklist = load(tiny(tmp_path))
     waiver = Waiver("A1", "known", "SPARK-1", "ayse", "mehmet", NOW + dt.timedelta(days=1))
-    results = [CheckOutcome("t::a1", ("A1",), "failed"), CheckOutcome("t::a2", ("A2",), "passed")]
+    results = [ran("t::a1", "A1", "failed"), ran("t::a2", "A2")]
     verdict = decide(checklist, "tiny", "v1", results, [waiver], now=NOW)
     assert verdict.verdict == "GO"
     assert verdict.items["A1"].status == "WAIVED"
@@ -107,7 +125,7 @@ def test_waived_requirement_satisfies_the_composite(tmp_path: Path) -> None:
 
 def test_blockers_alone_make_no_go(tmp_path: Path) -> None:
     checklist = load(tiny(tmp_path))
-    results = [CheckOutcome("t::a1", ("A1",), "passed"), CheckOutcome("t::a2", ("A2",), "passed")]
+    results = [ran("t::a1", "A1"), ran("t::a2", "A2")]
     verdict = decide(checklist, "tiny", "v1", results, now=NOW, blockers=["interrupted"])
     assert all(r.satisfied for r in verdict.items.values())
     assert verdict.verdict == "NO-GO"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -59,7 +60,8 @@ def test_a1_sbom(spark_evidence):
 
 @pytest.fixture
 def bundle(signed_bundle: Path, tmp_path: Path) -> Path:
-    copy = tmp_path / "bundle"
+    # The copy keeps the directory's name: it is the signed run id.
+    copy = tmp_path / signed_bundle.name
     shutil.copytree(signed_bundle, copy)
     shutil.copy(
         signed_bundle.parent.parent.parent / "release.pub.pem", tmp_path / "release.pub.pem"
@@ -82,6 +84,8 @@ def bundle_files(signed_bundle: Path) -> list[str]:
 def test_bundle_has_the_ritual_files_and_verifies(
     bundle: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from .conftest import TINY_CHECKLIST
+
     names = {p.name for p in bundle.iterdir()}
     assert {
         "checks.jsonl",
@@ -94,7 +98,9 @@ def test_bundle_has_the_ritual_files_and_verifies(
         "manifest.json",
         ENVELOPE,
         "signing_key.pub.pem",
+        "inputs",
     } <= names
+    assert (bundle / "inputs/ops/checklist.toml").read_text() == TINY_CHECKLIST
     assert json.loads((bundle / "sbom_v1.4.0.json").read_text())["bomFormat"] == "CycloneDX"
     code, out = verify(bundle, capsys, "--key", str(bundle.parent / "release.pub.pem"))
     assert code == 0, out
@@ -174,4 +180,10 @@ def test_payload_is_an_in_toto_statement_over_every_file(bundle: Path) -> None:
     names = {s["name"] for s in statement["subject"]}
     assert names == set(bundle_files(bundle)) - {ENVELOPE}
     assert statement["predicate"]["result"] == "PASSED"
-    assert statement["predicate"]["spark"]["verdict"] == "GO"
+    spark = statement["predicate"]["spark"]
+    assert spark["verdict"] == "GO"
+    assert (spark["release"], spark["gate"], spark["run_id"]) == ("v1.4.0", "tiny", bundle.name)
+    (checklist,) = [d for d in statement["predicate"]["configuration"] if d["name"] == "checklist"]
+    copy = bundle / checklist["annotations"]["bundle_path"]
+    assert checklist["uri"] == "ops/checklist.toml"
+    assert checklist["digest"]["sha256"] == hashlib.sha256(copy.read_bytes()).hexdigest()
