@@ -21,7 +21,7 @@ CHECKLIST = """
 [gates]
 go_nogo = "benchmark gate"
 [[item]]
-id = "A1"
+id = "G1"
 title = "trivial"
 gates = ["go_nogo"]
 waivable = true
@@ -35,7 +35,7 @@ import pytest
 
 
 class _NoEvidence:
-    def measure(self, *args, **kwargs):
+    def check(self, *args, **kwargs):
         return None
 
 
@@ -60,9 +60,9 @@ def make_suite(folder: Path, tests: int) -> None:
         body = ["import pytest", ""]
         for n in range(f, min(f + per_file, tests)):
             body += [
-                '@pytest.mark.go_nogo("A1")',
+                '@pytest.mark.go_nogo("G1")',
                 f"def test_{n}(spark_evidence):",
-                '    spark_evidence.measure("trivial", 0, limit=1)',
+                '    spark_evidence.check("trivial", 0, limit=1)',
                 "",
             ]
         (folder / f"test_gen_{f // per_file:03d}.py").write_text("\n".join(body))

@@ -7,11 +7,15 @@ import hashlib
 import json
 import sys
 from collections.abc import Sequence
+from importlib.metadata import entry_points
 from pathlib import Path
+
+COMMANDS_ENTRY_POINT = "spark_gate.commands"
 
 
 def verify(args: argparse.Namespace) -> int:
-    from pytest_spark.signing import DEV_SIGNED, PUBLIC_KEY, verify_bundle
+    from pytest_spark.signing import DEV_SIGNED, PUBLIC_KEY
+    from pytest_spark.verify import verify_bundle
 
     bundle = Path(args.bundle)
     if not bundle.is_dir():
@@ -124,12 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", help="private key file to write; the public key goes beside it")
     p.add_argument("--force", action="store_true", help="overwrite an existing key")
     p.set_defaults(func=keygen)
-    try:
-        from spark_sandbox.cli import register
-    except ImportError:  # the sandbox package is optional for a gate against staging
-        pass
-    else:
-        register(sub)
+    # Other packages add their commands through an entry point (the embedded sandbox adds
+    # `spark-gate sandbox ...`), so a gate installed for staging needs none of them.
+    for command in entry_points(group=COMMANDS_ENTRY_POINT):
+        command.load()(sub)
     return parser
 
 

@@ -80,6 +80,9 @@ class Target:
     endpoints: Mapping[str, str] = field(default_factory=dict)
     secret_env: Mapping[str, str] = field(default_factory=dict)
     settings: Mapping[str, object] = field(default_factory=dict)
+    # Credentials a target provider created (the sandbox's passwords and tokens), by key:
+    # a check reaches them with require() like any endpoint, and the run redacts them.
+    secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def is_sandbox(self) -> bool:
@@ -99,6 +102,8 @@ class Target:
         """
         if self.endpoints.get(key):
             return self.endpoints[key]
+        if self.secrets.get(key):
+            return self.secrets[key]
         var = self.secret_env.get(key)
         if var and os.environ.get(var):
             return os.environ[var]
@@ -113,8 +118,10 @@ class Target:
         )
 
     def secret_values(self) -> list[str]:
-        """Values of every secret the target names, for redaction; unset ones are skipped."""
-        return [os.environ[var] for var in self.secret_env.values() if os.environ.get(var)]
+        """Values of every secret the target names or holds, for redaction; unset ones are
+        skipped."""
+        named = [os.environ[var] for var in self.secret_env.values() if os.environ.get(var)]
+        return named + [value for value in self.secrets.values() if value]
 
 
 @dataclass(frozen=True)
@@ -130,20 +137,6 @@ class SparkConfig:
     checklist_explicit: bool
     waivers_path: Path
     stage: int | None
-    sandbox_defects: tuple[str, ...]
-
-    def reproduce_args(self) -> list[str]:
-        """The flags that reproduce this run's gate (printed in the report header)."""
-        args = []
-        if self.gate:
-            args += ["--spark-gate", self.gate]
-        args += ["--spark-release", self.release]
-        args += ["--spark-target", str(self.target.path or SANDBOX)]
-        if self.stage is not None:
-            args += ["--spark-stage", str(self.stage)]
-        for defect in self.sandbox_defects:
-            args += ["--spark-sandbox-defect", defect]
-        return args
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -152,18 +145,6 @@ def add_options(parser: pytest.Parser) -> None:
         group.addoption(flag, dest=f"spark_{name}", default=None, help=f"{help_text} [env {env}]")
         # No ini default: an unset ini key must let the target file's [settings] through.
         parser.addini(f"spark_{name}", f"{help_text} (default: {default})", type="string")
-    group.addoption(
-        "--spark-sandbox-defect",
-        dest="spark_sandbox_defects",
-        action="append",
-        default=None,
-        metavar="NAME",
-        help="start the embedded sandbox with this seeded defect (repeatable) "
-        "[env SPARK_SANDBOX_DEFECTS, comma-separated]",
-    )
-    parser.addini(
-        "spark_sandbox_defects", "seeded defects for the embedded sandbox", type="linelist"
-    )
 
 
 def resolve(config: pytest.Config, gates: Mapping[str, str] | None = None) -> SparkConfig:
@@ -203,20 +184,6 @@ def resolve(config: pytest.Config, gates: Mapping[str, str] | None = None) -> Sp
                 + ", ".join(map(str, CANARY_STAGES))
             )
         stage = int(stage_text)
-    cli_defects = config.getoption("spark_sandbox_defects")
-    if cli_defects:
-        defects = tuple(cli_defects)
-    elif os.environ.get("SPARK_SANDBOX_DEFECTS"):
-        defects = tuple(
-            d.strip() for d in os.environ["SPARK_SANDBOX_DEFECTS"].split(",") if d.strip()
-        )
-    else:
-        defects = tuple(config.getini("spark_sandbox_defects"))
-    if defects and not target.is_sandbox:
-        raise pytest.UsageError(
-            "--spark-sandbox-defect only applies to the embedded sandbox; "
-            f"the target is {target.path}"
-        )
     return SparkConfig(
         rootdir=rootdir,
         target=target,
@@ -228,7 +195,6 @@ def resolve(config: pytest.Config, gates: Mapping[str, str] | None = None) -> Sp
         checklist_explicit=setting("checklist") is not None,
         waivers_path=_path(rootdir, setting("waivers") or DEFAULT_WAIVERS),
         stage=stage,
-        sandbox_defects=defects,
     )
 
 

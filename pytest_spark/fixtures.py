@@ -1,25 +1,35 @@
-"""Fixtures the suites use: evidence recording, the resolved config, the target under test."""
+"""Fixtures the suites use: evidence recording, the resolved config, the target under test,
+and ``reach``, which names the config key to check when an endpoint cannot be reached."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 
 import pytest
 
 from pytest_spark.config import SparkConfig, Target
 from pytest_spark.evidence.records import CheckEvidence
 from pytest_spark.evidence.redact import Redactor
+from pytest_spark.keys import (
+    claims_key,
+    evidence_key,
+    recorder_key,
+    spark_config_key,
+    target_session_key,
+)
+
+# ``with reach("api_url", "postgres_dsn") as [api_url, dsn]: ...``
+Reach = Callable[..., AbstractContextManager[list[str]]]
 
 
 @pytest.fixture
 def spark_evidence(request: pytest.FixtureRequest) -> CheckEvidence:
-    """Record measurements, notes and attachments for this test's checklist items."""
-    from pytest_spark.plugin import run_key
-    from pytest_spark.session import claims_key, evidence_key
-
-    run = request.config.stash.get(run_key, None)
-    bundle = getattr(run, "bundle", None)
-    redactor = getattr(run, "redactor", None) or Redactor()
+    """Record checks, measurements, notes and attachments for this test's checklist items."""
+    recorder = request.config.stash.get(recorder_key, None)
+    bundle = getattr(recorder, "bundle", None)
+    redactor = getattr(recorder, "redactor", None) or Redactor()
     evidence = CheckEvidence(
         nodeid=request.node.nodeid,
         items=request.node.stash.get(claims_key, ()),
@@ -33,15 +43,51 @@ def spark_evidence(request: pytest.FixtureRequest) -> CheckEvidence:
 @pytest.fixture(scope="session")
 def spark_config(pytestconfig: pytest.Config) -> SparkConfig:
     """The run's resolved configuration (CLI > env > ini > target file > defaults)."""
-    from pytest_spark.plugin import spark_config_key
-
-    return pytestconfig.stash[spark_config_key]
+    spark: SparkConfig = pytestconfig.stash[spark_config_key]
+    return spark
 
 
 @pytest.fixture(scope="session")
 def spark_target(spark_config: SparkConfig, pytestconfig: pytest.Config) -> Iterator[Target]:
-    """The deployment under test; the embedded sandbox is started here when none is running."""
-    from pytest_spark.targets import open_target
+    """The deployment under test, opened once for the run (the embedded sandbox is started
+    by its provider plugin, or reused when `spark-gate sandbox up` runs one)."""
+    yield pytestconfig.stash[target_session_key].target()
 
-    with open_target(spark_config, pytestconfig) as target:
-        yield target
+
+@pytest.fixture
+def reach(spark_target: Target) -> Reach:
+    """``with reach("api_url", "postgres_dsn") as [api_url, dsn]:`` gives the endpoints named;
+    when one cannot be reached the check fails naming the config keys, the endpoints
+    (passwords hidden) and the error, which says which host and port refused."""
+
+    @contextlib.contextmanager
+    def reaching(*keys: str) -> Iterator[list[str]]:
+        endpoints = [spark_target.require(key) for key in keys]
+        try:
+            yield endpoints
+        except _unreachable() as exc:
+            hide = Redactor().text  # its patterns mask passwords in conninfo strings and URLs
+            shown = "; ".join(f"{k} = {hide(e)}" for k, e in zip(keys, endpoints, strict=True))
+            # One line: the gate's reason column shows a failure's last line only.
+            error = " ".join(str(exc).split())
+            pytest.fail(
+                f"cannot reach the target: {error}; check {', '.join(keys)} in the target file "
+                f"(or that the deployment is up): {shown}",
+                pytrace=False,
+            )
+
+    return reaching
+
+
+def _unreachable() -> tuple[type[BaseException], ...]:
+    """Connection errors of the clients the probes use; imported only when a check runs."""
+    errors: list[type[BaseException]] = [OSError]
+    with contextlib.suppress(ImportError):
+        import psycopg
+
+        errors.append(psycopg.OperationalError)
+    with contextlib.suppress(ImportError):
+        import httpx
+
+        errors.append(httpx.HTTPError)
+    return tuple(errors)

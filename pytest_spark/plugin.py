@@ -8,24 +8,23 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Generator
-from typing import Any
 
 import pytest
 
 from pytest_spark import config as spark_config
+from pytest_spark.keys import (
+    plugins_key,
+    recorder_key,
+    reporter_key,
+    spark_config_key,
+    target_session_key,
+)
 
-spark_config_key = pytest.StashKey["spark_config.SparkConfig"]()
-run_key = pytest.StashKey[Any]()  # the GateRun; typed loosely to keep its import lazy
 
-MARKERS = {
-    "blind_spot": "blind_spot(*ids): the test measures blind-spot items, e.g. blind_spot('B3')",
-    "go_nogo": "go_nogo(*ids): the test measures GO/NO-GO checklist items, e.g. go_nogo('G05')",
-    "money": "money(*ids): the test measures decimal money items, e.g. money('M1')",
-    "contract": "contract(*ids): the test verifies consumer contracts, e.g. contract('K1')",
-    "rollback": "rollback(*ids): the test checks rollback trigger rules, e.g. rollback('T05')",
-    "canary": "canary(*ids): the test measures a canary stage metric, e.g. canary('S1')",
-    "chaos": "chaos(*ids): the test runs a chaos scenario, e.g. chaos('C2')",
-}
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from pytest_spark import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -36,7 +35,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     # tryfirst: junitxml and pytest-html read their output paths in their own configure hooks,
     # so the bundle's paths must be set before they run.
-    for line in MARKERS.values():
+    from pytest_spark.claims import marker_lines
+
+    for line in marker_lines():
         config.addinivalue_line("markers", line)
     config.pluginmanager.import_plugin("pytest_spark.fixtures")
     if config.option.help:
@@ -45,18 +46,15 @@ def pytest_configure(config: pytest.Config) -> None:
 
     spark = spark_config.resolve(config)
     config.stash[spark_config_key] = spark
-    run = configure_run(config, spark, now=dt.datetime.now(dt.UTC))
-    if run is not None:
-        config.stash[run_key] = run
-        config.pluginmanager.register(run, "spark-gate-run")
-        if run.bundle is not None:  # a gate is in play, on the controller and on each worker
-            from pytest_spark.secrecy import SecretGuard
-
-            config.pluginmanager.register(SecretGuard(run.redactor), "spark-secret-guard")
-        if config.pluginmanager.hasplugin("xdist"):
-            from pytest_spark.run import XdistBridge
-
-            config.pluginmanager.register(XdistBridge(run), "spark-gate-xdist")
+    plugins = configure_run(config, spark, now=dt.datetime.now(dt.UTC))
+    config.stash[plugins_key] = plugins
+    if plugins.recorder is not None:
+        config.stash[recorder_key] = plugins.recorder
+    if plugins.reporter is not None:
+        config.stash[reporter_key] = plugins.reporter
+    config.stash[target_session_key] = plugins.target
+    for name, plugin in plugins.in_order():
+        config.pluginmanager.register(plugin, name)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -68,19 +66,16 @@ def pytest_cmdline_main(config: pytest.Config) -> Generator[None, object, object
     whole run is the last word: a gate in play without a GO verdict never exits 0.
     """
     code = yield
-    run = config.stash.get(run_key, None)
-    if run is None or not run.is_controller or code not in (0, pytest.ExitCode.OK):
+    reporter = config.stash.get(reporter_key, None)
+    if reporter is None or code not in (0, pytest.ExitCode.OK):
         return code
-    verdict = run.verdict
+    verdict = reporter.verdict
     return (
         pytest.ExitCode.OK if verdict is not None and verdict.go else pytest.ExitCode.TESTS_FAILED
     )
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    run = config.stash.get(run_key, None)
-    if run is not None:
-        config.pluginmanager.unregister(run)
-    guard = config.pluginmanager.get_plugin("spark-secret-guard")
-    if guard is not None:
-        config.pluginmanager.unregister(guard)
+    plugins = config.stash.get(plugins_key, None)
+    for _, plugin in reversed(plugins.in_order() if plugins is not None else []):
+        config.pluginmanager.unregister(plugin)

@@ -1,8 +1,10 @@
-"""Turn a resolved SparkConfig into this run's GateRun: registry, waivers, key, bundle paths."""
+"""Turn a resolved SparkConfig into the run's plugin objects: registry, gate, waivers, key,
+bundle paths; every refusal here is a usage error before any test runs."""
 
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -10,28 +12,67 @@ import pytest
 
 from pytest_spark.checklist import Checklist, ChecklistError
 from pytest_spark.checklist import load as load_checklist
+from pytest_spark.claims import CLAIM_MARKERS
 from pytest_spark.config import SparkConfig
 from pytest_spark.evidence.bundle import Bundle, new_run_id
 from pytest_spark.evidence.inputs import fingerprint as fingerprint_inputs
 from pytest_spark.evidence.redact import Redactor
 from pytest_spark.markexpr import IDENT, GateExpressionError, gate_named
-from pytest_spark.session import CLAIM_MARKERS, GateRun
+from pytest_spark.recorder import ClaimRecorder
+from pytest_spark.reporter import GateReporter
 from pytest_spark.signing import SigningKeyError, load_signing_key
+from pytest_spark.targets import PLUGIN_NAME as TARGET_SESSION
+from pytest_spark.targets import TargetSession
 from pytest_spark.waivers import WaiverFileError
 from pytest_spark.waivers import load as load_waivers
 
 
-def configure_run(config: pytest.Config, spark: SparkConfig, now: dt.datetime) -> GateRun | None:
-    """The run's GateRun, or None when no checklist applies to it.
+@dataclass
+class GatePlugins:
+    """The plugin objects a run registers, in order (and unregisters in reverse)."""
+
+    recorder: ClaimRecorder | None = None  # every process of a run with a checklist
+    reporter: GateReporter | None = None  # the controller of a gate run with a bundle
+    guard: object | None = None  # a run without a checklist: refuses gate tests
+    secrets: object | None = None  # a gate with a bundle: masks secrets at the source
+    target: TargetSession | None = None  # opens the target once; every run has one
+
+    def in_order(self) -> list[tuple[str, object]]:
+        named = (
+            ("spark-gate-recorder", self.recorder),
+            ("spark-gate-reporter", self.reporter),
+            ("spark-gate-no-checklist", self.guard),
+            ("spark-secret-guard", self.secrets),
+            (TARGET_SESSION, self.target),
+        )
+        return [(name, plugin) for name, plugin in named if plugin is not None]
+
+
+def configure_run(config: pytest.Config, spark: SparkConfig, now: dt.datetime) -> GatePlugins:
+    """The plugin objects of this run: the gate's, a secret guard when a gate is in play,
+    and the target session, which shares the run's redactor."""
+    plugins = _gate_plugins(config, spark, now)
+    recorder = plugins.recorder
+    if recorder is not None and recorder.bundle is not None:
+        # A gate is in play, on the controller and on each xdist worker.
+        from pytest_spark.secrecy import SecretGuard
+
+        plugins.secrets = SecretGuard(recorder.redactor)
+    redactor = recorder.redactor if recorder else Redactor(spark.target.secret_values())
+    plugins.target = TargetSession(config, spark, redactor)
+    return plugins
+
+
+def _gate_plugins(config: pytest.Config, spark: SparkConfig, now: dt.datetime) -> GatePlugins:
+    """The gate's plugin objects.
 
     The gate never switches itself off in silence: a missing checklist, or a run that
     selects tests claiming checklist items without naming a gate, is a usage error (raised
-    here, or at collection by the guard registered for it).
+    here, or at collection by the recorder or the guard).
     """
     markexpr = config.option.markexpr or ""
     if not spark.checklist_path.exists():
-        _refuse_without_checklist(config, spark, markexpr)
-        return None
+        return GatePlugins(guard=_refuse_without_checklist(spark, markexpr))
     try:
         checklist = load_checklist(spark.checklist_path)
     except ChecklistError as exc:
@@ -49,25 +90,15 @@ def configure_run(config: pytest.Config, spark: SparkConfig, now: dt.datetime) -
     if gate is None or config.option.collectonly:
         # A no-gate run may not select gate tests (checked at collection); --collect-only
         # shows the selection and decides nothing, so it writes no bundle.
-        return GateRun(config, spark, checklist, (), gate, None, None, redactor, "")
+        return GatePlugins(ClaimRecorder(config, spark, checklist, gate, None, redactor))
+    if workerinput is not None:
+        # xdist worker: the controller owns the bundle; attachments go into its folder.
+        bundle = Bundle(Path(workerinput["spark_bundle_dir"]), redactor)
+        return GatePlugins(ClaimRecorder(config, spark, checklist, gate, bundle, redactor))
     try:
         waivers = load_waivers(spark.waivers_path, checklist)
     except WaiverFileError as exc:
         raise pytest.UsageError(f"spark: {exc}") from None
-    if workerinput is not None:
-        # xdist worker: the controller owns the bundle; attachments go into its folder.
-        bundle = Bundle(Path(workerinput["spark_bundle_dir"]), redactor)
-        return GateRun(
-            config,
-            spark,
-            checklist,
-            waivers,
-            gate,
-            bundle,
-            None,
-            redactor,
-            workerinput["spark_run_id"],
-        )
     if not config.pluginmanager.hasplugin("html"):
         raise pytest.UsageError(
             "spark: the sign-off report needs pytest-html; remove '-p no:html' "
@@ -91,9 +122,12 @@ def configure_run(config: pytest.Config, spark: SparkConfig, now: dt.datetime) -
     config.option.self_contained_html = True
     if not config.option.xmlpath:
         config.option.xmlpath = str(bundle.root / "junit.xml")
-    run = GateRun(config, spark, checklist, waivers, gate, bundle, key, redactor, run_id)
-    run.inputs_at_start = fingerprint_inputs(spark)
-    return run
+    recorder = ClaimRecorder(config, spark, checklist, gate, bundle, redactor)
+    reporter = GateReporter(
+        config, spark, checklist, waivers, gate, bundle, key, redactor, run_id, recorder
+    )
+    reporter.inputs_at_start = fingerprint_inputs(spark)
+    return GatePlugins(recorder, reporter)
 
 
 def _check_pin(spark: SparkConfig, gate: str | None, checklist: Checklist) -> None:
@@ -115,7 +149,7 @@ def _check_pin(spark: SparkConfig, gate: str | None, checklist: Checklist) -> No
         )
 
 
-def _refuse_without_checklist(config: pytest.Config, spark: SparkConfig, markexpr: str) -> None:
+def _refuse_without_checklist(spark: SparkConfig, markexpr: str) -> ChecklistMissingGuard:
     where = spark.checklist_path
     if spark.checklist_explicit:
         raise pytest.UsageError(
@@ -127,7 +161,7 @@ def _refuse_without_checklist(config: pytest.Config, spark: SparkConfig, markexp
             f"spark: a gate run needs the checklist, and there is none at {where} (rootdir "
             f"{spark.rootdir}); run from the repository root, or pass --spark-checklist"
         )
-    config.pluginmanager.register(ChecklistMissingGuard(where), "spark-gate-no-checklist")
+    return ChecklistMissingGuard(where)
 
 
 class ChecklistMissingGuard:
@@ -149,15 +183,3 @@ class ChecklistMissingGuard:
                 f"{claiming[0]}) but there is no checklist at {self.checklist_path}; run from "
                 "the repository root, or pass --spark-checklist"
             )
-
-
-class XdistBridge:
-    """Hands the controller's bundle folder and run id to each xdist worker."""
-
-    def __init__(self, run: GateRun) -> None:
-        self.run = run
-
-    def pytest_configure_node(self, node: Any) -> None:
-        if self.run.bundle is not None:
-            node.workerinput["spark_bundle_dir"] = str(self.run.bundle.root)
-            node.workerinput["spark_run_id"] = self.run.run_id

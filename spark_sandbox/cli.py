@@ -31,6 +31,7 @@ ENDPOINT_FIELDS = (
     "api_url", "web_url", "third_party_origin", "toxiproxy_url", "prometheus_url",
     "alertmanager_url", "alert_sink_url", "ntp_server", "postgres_dsn", "app_dsn",
     "listen_dsn", "pgbouncer_admin_dsn", "migrations_dir", "ops_dir", "run_dir",
+    "artifact_path", "sbom_path", "provenance_path",
 )  # fmt: skip
 # A foreground sandbox checks this often that every service still runs.
 WATCH_SECONDS = 1.0
@@ -125,7 +126,7 @@ def sandbox_status(args: argparse.Namespace) -> int:
     run = orchestrator.recorded_run(report=warn)
     if run is None:
         return fail("no sandbox is running (no usable state file); start one with `sandbox up`")
-    status = orchestrator.service_status(run)
+    status = run.record.services_running()
     pids = run.state.get("pids", {})
     width = max(map(len, status), default=0)
     for name, up in status.items():

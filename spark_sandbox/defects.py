@@ -1,108 +1,275 @@
-"""Named, seeded defects: each one breaks exactly one checked property of the sandbox.
+"""Named, seeded defects: each applies itself to a sandbox start and declares what it breaks.
 
 The gate's own tests start the sandbox with a defect and assert that the gate answers NO-GO
-naming exactly ``Defect.breaks``. That is how the project proves every check can fail.
+naming exactly the items in ``Defect.breaks``, and within each of them exactly the sub-checks
+listed there (measurement names of ``ops/checklist.toml``): the proof that every check can fail.
 
-Each defect is applied by the layer that owns the broken property (``Defect.layer``):
-
-- ``app``: the reference API reads ``SPARK_DEFECTS`` (comma-separated names) at start-up.
-- ``db``: the sandbox orchestrator changes the database after migrating it.
-- ``pgbouncer``: the PgBouncer executor writes a different ``[databases]`` section.
-- ``ntp``: the sandbox NTP server runs with a deliberate offset.
-- ``ops``: the sandbox loads a changed copy of an ``ops/`` artefact.
-- ``supply_chain``: the sandbox's artefact/SBOM inputs are changed.
+A start builds a :class:`Blueprint` (the healthy deployment's settings) and hands it to each
+active defect's :meth:`Defect.apply`, which changes what its layer owns: the reference API's
+switches (``app``: the API reads them from ``SPARK_DEFECTS``), PgBouncer's pool modes, the NTP
+server's offset, the migration history or a live database session (``db``), the ops artefacts
+and the live Prometheus/Alertmanager (``ops``), or the released environment
+(``supply_chain``). The services then read the blueprint; none of them asks for a defect by
+name. The kinds of defect are in :mod:`spark_sandbox.defect_kinds`. Importing this module is
+cheap: what a defect runs is imported when it runs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from spark_sandbox.defect_kinds import (
+    AppDefect,
+    DatabaseSessionDefect,
+    Defect,
+    MigratedDatabaseDefect,
+    NtpOffsetDefect,
+    OpsFileDefect,
+    OpsTextDefect,
+    PoolModeDefect,
+    ReleasedEnvironmentDefect,
+    ScrapeTargetDownDefect,
+    SilencedAlertDefect,
+    UnappliedMigrationDefect,
+)
+from spark_sandbox.services.pgbouncer import APP_POOL, HEALTHY_POOL_MODES, LISTEN_POOL
+
+if TYPE_CHECKING:
+    from spark_sandbox.services.process import ServiceProcess
 
 
-@dataclass(frozen=True)
-class Defect:
-    name: str
-    layer: str
-    breaks: tuple[str, ...]
-    description: str
+@dataclass
+class Blueprint:
+    """One deployment as a start builds it: healthy, then changed by each active defect."""
+
+    defects: tuple[str, ...] = ()
+    # Switches of the reference API (SPARK_DEFECTS), each named at the line it changes.
+    app_defects: list[str] = field(default_factory=list)
+    pool_modes: dict[str, str] = field(default_factory=lambda: dict(HEALTHY_POOL_MODES))
+    ntp_offset_s: float = 0.0
+    skip_last_migration: bool = False
+    # Run on the migrated database (its superuser DSN), before any client connects.
+    after_migrate: list[Callable[[str], object]] = field(default_factory=list)
+    # (run_dir, app pool DSN) -> a started session that must stay alive with the deployment.
+    db_sessions: list[Callable[[Path, str], ServiceProcess]] = field(default_factory=list)
+    # Changes to a copy of the ops dir; each can say first what it needs in the source.
+    ops_changes: list[OpsFileDefect | OpsTextDefect] = field(default_factory=list)
+    down_scrape_job: str | None = None
+    # (alertmanager URL, ops dir) -> what was changed, once Alertmanager is up.
+    after_alertmanager: list[Callable[[str, Path], str]] = field(default_factory=list)
+    # (name, change): the released environment -> the environment released instead.
+    release_changes: list[tuple[str, Callable[[Path, Path], Path]]] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, names: Iterable[str]) -> Blueprint:
+        """The blueprint with the named defects applied; an unknown name is a ValueError."""
+        chosen = resolve(names)
+        blueprint = cls(defects=tuple(d.name for d in chosen))
+        for defect in chosen:
+            defect.apply(blueprint)
+        return blueprint
 
 
-def _d(name: str, layer: str, breaks: tuple[str, ...], description: str) -> Defect:
-    return Defect(name, layer, breaks, description)
+def _breaks(**items: Iterable[str]) -> dict[str, frozenset[str]]:
+    return {item: frozenset(sub_checks) for item, sub_checks in items.items()}
 
 
-DEFECTS: dict[str, Defect] = {
-    d.name: d
-    for d in (
-        # B1 time and sequences
-        _d("app_clock_skew", "app", ("B1",), "/api/time answers 2 s ahead of the host clock"),
-        _d("ntp_offset", "ntp", ("B1",), "the NTP server serves time 5 s ahead"),
-        _d("sequence_behind", "db", ("B1",), "orders_id_seq is set below max(orders.id)"),
-        # B2 Prisma Migrate
-        _d("pending_migration", "db", ("B2",), "the newest migration is never applied"),
-        _d("modified_migration", "db", ("B2",), "an applied migration's stored checksum differs"),
-        _d("failed_migration", "db", ("B2",), "a migration row is started but never finished"),
-        # B3 PgBouncer
-        _d("pool_mode_session", "pgbouncer", ("B3",), "the app pool runs in session mode"),
-        _d(
-            "listen_on_transaction_pool",
-            "pgbouncer",
-            ("B3",),
-            "the LISTEN pool is in transaction mode",
+_DB = "spark_sandbox.services.db_defects"
+_DEFECT_LIST: tuple[Defect, ...] = (
+    # B1 time and sequences
+    AppDefect(
+        name="app_clock_skew",
+        description="/api/time answers 2 s ahead of the host clock",
+        breaks=_breaks(B1={"app_db_clock_difference_ms"}),
+    ),
+    NtpOffsetDefect(
+        name="ntp_offset",
+        description="the NTP server serves time 5 s ahead",
+        breaks=_breaks(B1={"ntp_offset_ms"}),
+        offset_s=5.0,
+    ),
+    MigratedDatabaseDefect(
+        name="sequence_behind",
+        description="orders_id_seq is set below max(orders.id)",
+        breaks=_breaks(B1={"sequences_behind"}),
+        change=f"{_DB}:set_orders_sequence_behind",
+    ),
+    # B2 Prisma Migrate
+    UnappliedMigrationDefect(
+        name="pending_migration",
+        description="the newest migration is never applied",
+        breaks=_breaks(B2={"pending_migrations"}),
+    ),
+    MigratedDatabaseDefect(
+        name="modified_migration",
+        description="an applied migration's stored checksum differs",
+        breaks=_breaks(B2={"modified_migrations"}),
+        change=f"{_DB}:modify_applied_migration",
+    ),
+    MigratedDatabaseDefect(
+        name="failed_migration",
+        description="a migration row is started but never finished",
+        breaks=_breaks(B2={"failed_migrations"}),
+        change=f"{_DB}:fail_applied_migration",
+    ),
+    # B3 PgBouncer
+    PoolModeDefect(
+        name="pool_mode_session",
+        description="the app pool runs in session mode",
+        breaks=_breaks(B3={"app_pool_mode_findings"}),
+        pool=APP_POOL,
+        mode="session",
+    ),
+    # LISTEN on a transaction pool breaks the mode check and, as a consequence, the round trip.
+    PoolModeDefect(
+        name="listen_on_transaction_pool",
+        description="the LISTEN pool is in transaction mode",
+        breaks=_breaks(B3={"listen_pool_mode_findings", "notify_round_trip_s"}),
+        pool=LISTEN_POOL,
+        mode="transaction",
+    ),
+    DatabaseSessionDefect(
+        name="long_running_query",
+        description="a session sits idle in transaction for minutes",
+        breaks=_breaks(B3={"longest_idle_in_transaction_s"}),
+        start=f"{_DB}:start_long_running_query",
+    ),
+    # B4 / M1 / M2 decimal behaviour: half-up shows in every amount the API computes.
+    AppDefect(
+        name="half_up_rounding",
+        description="commission rounds half-up, not half-even",
+        breaks=_breaks(
+            B4={"commission_mismatches", "average_price_mismatches"},
+            M1={"commission_mismatches", "position_amount_mismatches"},
         ),
-        _d("long_running_query", "db", ("B3",), "a session sits idle in transaction for minutes"),
-        # B4 / M1 / M2 decimal behaviour
-        _d("half_up_rounding", "app", ("B4", "M1"), "commission rounds half-up, not half-even"),
-        _d(
-            "tick_misaligned_accepted",
-            "app",
-            ("B4", "M2"),
-            "prices off the BIST tick grid are accepted",
-        ),
-        _d("band_rounded_outward", "app", ("M2",), "price-band limits round outward, not inward"),
-        # B5 CSP / COOP / COEP
-        _d("no_coep", "app", ("B5",), "the page is served without Cross-Origin-Embedder-Policy"),
-        _d("unsafe_inline_csp", "app", ("B5",), "script-src allows 'unsafe-inline'"),
-        _d("unlisted_third_party", "app", ("B5",), "the page loads an origin off the allowlist"),
-        _d("csp_report_500", "app", ("B5",), "POST /csp-report answers 500"),
-        # B6 Prometheus / Grafana
-        _d(
-            "dashboard_variable_without_default",
-            "ops",
-            ("B6",),
-            "a dashboard variable has no default",
-        ),
-        _d("scrape_target_down", "ops", ("B6",), "one expected scrape target is down"),
-        # B7 feature flags
-        _d("implicit_flag_default", "app", ("B7",), "a flag is served without a default"),
-        _d("risky_flag_on", "app", ("B7",), "a risky flag starts on at 100 %"),
-        # B8 SLO burn alerts
-        _d("no_6h_burn_alert", "ops", ("B8",), "the 6 h / 30 m burn-rate alert is not loaded"),
-        _d("silenced_release_alert", "ops", ("B8",), "an active silence matches a release alert"),
-        # B9 supply chain
-        _d("denied_license", "supply_chain", ("B9",), "a component carries a denied licence"),
-        # M3 / M4 money
-        # The web UI's pact carries money as decimal strings too, so K1 must refuse it as well.
-        _d("float_money", "app", ("M3", "K1"), "money is returned as JSON numbers"),
-        _d("reconciliation_drift", "app", ("M4",), "a position's quantity drifts from its fills"),
-        # G03 idempotency and order integrity
-        _d(
-            "idempotency_replay_mismatch_200",
-            "app",
-            ("G03",),
-            "same key, other payload answers 200 instead of 422",
-        ),
-        _d(
-            "duplicate_order_under_concurrency",
-            "app",
-            ("G03",),
-            "concurrent submissions of one key create several orders",
-        ),
-        # K1 / K2 contracts
-        _d("contract_field_renamed", "app", ("K1",), "order responses rename `price` to `px`"),
-        _d("order_event_schema_changed", "app", ("K2",), "the order event drops `account_id`"),
-    )
-}
+    ),
+    AppDefect(
+        name="tick_misaligned_accepted",
+        description="prices off the BIST tick grid are accepted",
+        breaks=_breaks(B4={"misaligned_prices_not_refused"}, M2={"tick_grid_findings"}),
+    ),
+    # The outward band is both published by /api/market and enforced on orders.
+    AppDefect(
+        name="band_rounded_outward",
+        description="price-band limits round outward, not inward",
+        breaks=_breaks(M2={"band_findings", "band_edge_findings"}),
+    ),
+    # B5 CSP / COOP / COEP: the browser sees no isolation, and the headers say why.
+    AppDefect(
+        name="no_coep",
+        description="the page is served without Cross-Origin-Embedder-Policy",
+        breaks=_breaks(B5={"cross_origin_isolated", "isolation_header_findings"}),
+    ),
+    AppDefect(
+        name="unsafe_inline_csp",
+        description="script-src allows 'unsafe-inline'",
+        breaks=_breaks(B5={"csp_findings"}),
+    ),
+    # The page loads an unreviewed origin, and its CSP trusts it.
+    AppDefect(
+        name="unlisted_third_party",
+        description="the page loads an origin off the allowlist",
+        breaks=_breaks(B5={"origins_off_allowlist", "csp_allowlist_mismatches"}),
+    ),
+    AppDefect(
+        name="csp_report_500",
+        description="POST /csp-report answers 500",
+        breaks=_breaks(B5={"csp_report_posts_not_204", "reporting_api_posts_not_204"}),
+    ),
+    # B6 Prometheus / Grafana. The variable that loses its default is the one every panel
+    # filters on, so the panels have nothing to query with either.
+    OpsFileDefect(
+        name="dashboard_variable_without_default",
+        description="a dashboard variable has no default",
+        breaks=_breaks(B6={"variables_without_default", "empty_panel_queries"}),
+        artefact="a dashboard",
+        folder="grafana",
+        finds="dashboards",
+        change="drop_dashboard_variable_default",
+    ),
+    # Alertmanager's job: no other check reads its metrics (the PgBouncer exporter's feed the
+    # saturation rules and the baseline, so withholding it would break more than B6).
+    ScrapeTargetDownDefect(
+        name="scrape_target_down",
+        description="one expected scrape target is down",
+        breaks=_breaks(B6={"targets_down"}),
+        job="alertmanager",
+    ),
+    # B7 feature flags: a served flag that lost its default, or that is switched on for
+    # everyone, no longer matches flags.toml either.
+    AppDefect(
+        name="implicit_flag_default",
+        description="a flag is served without a default",
+        breaks=_breaks(B7={"implicit_defaults", "flags_drifted"}),
+    ),
+    AppDefect(
+        name="risky_flag_on",
+        description="a risky flag starts on at 100 %",
+        breaks=_breaks(B7={"risky_flags_on", "flags_drifted"}),
+    ),
+    # B8 SLO burn alerts
+    OpsFileDefect(
+        name="no_6h_burn_alert",
+        description="the 6 h / 30 m burn-rate alert is not loaded",
+        breaks=_breaks(B8={"slow_burn_alerts_loaded"}),
+        artefact="Prometheus rule files",
+        folder="prometheus/rules",
+        finds="rule_files",
+        change="drop_6h_burn_alert",
+    ),
+    SilencedAlertDefect(
+        name="silenced_release_alert",
+        description="an active silence matches a release alert",
+        breaks=_breaks(B8={"silenced_release_alerts"}),
+    ),
+    # B9 supply chain
+    ReleasedEnvironmentDefect(
+        name="denied_license",
+        description="a component carries a denied licence",
+        breaks=_breaks(B9={"licence_findings"}),
+        change="spark_sandbox.supply_chain:with_denied_licence",
+    ),
+    # M3 / M4 money. The web UI's pact carries money as decimal strings too, so K1 must
+    # refuse float money as well.
+    AppDefect(
+        name="float_money",
+        description="money is returned as JSON numbers",
+        breaks=_breaks(M3={"wire_findings"}, K1={"pact_interactions_failed"}),
+    ),
+    AppDefect(
+        name="reconciliation_drift",
+        description="a position's quantity drifts from its fills",
+        breaks=_breaks(M4={"position_drift_findings"}),
+    ),
+    # G03 idempotency and order integrity
+    AppDefect(
+        name="idempotency_replay_mismatch_200",
+        description="same key, other payload answers 200 instead of 422",
+        breaks=_breaks(G03={"reused_key_not_refused"}),
+    ),
+    # Without a claim no submission ever sees the key in flight, and each places its order
+    # (and writes its event: one key, several events).
+    AppDefect(
+        name="duplicate_order_under_concurrency",
+        description="concurrent submissions of one key create several orders",
+        breaks=_breaks(G03={"bursts_with_409", "orders_per_key", "outbox_events_per_order"}),
+    ),
+    # K1 / K2 contracts
+    AppDefect(
+        name="contract_field_renamed",
+        description="order responses rename `price` to `px`",
+        breaks=_breaks(K1={"pact_interactions_failed"}),
+    ),
+    AppDefect(
+        name="order_event_schema_changed",
+        description="the order event drops `account_id`",
+        breaks=_breaks(K2={"pact_messages_failed"}),
+    ),
+)
+DEFECTS: dict[str, Defect] = {d.name: d for d in _DEFECT_LIST}
 
 
 def resolve(names: Iterable[str]) -> tuple[Defect, ...]:

@@ -1,18 +1,14 @@
-"""The ``ops`` layer defects: a deployment whose operational artefacts are quietly wrong.
+"""The ops artefacts a deployment serves, and the ``ops`` layer defects' work on them.
 
 The gate reads the ops artefacts a deployment serves (``Endpoints.ops_dir``) and the live
-Prometheus and Alertmanager. Each defect here breaks exactly one of those properties:
+Prometheus and Alertmanager. The defects of :mod:`spark_sandbox.defects` break them with:
 
-- ``no_6h_burn_alert``: the ops dir is a copy whose Prometheus rules lack the 6 h / 30 m
-  burn-rate alert, so Prometheus loads only the fast-burn page.
-- ``dashboard_variable_without_default``: the ops dir is a copy in which one Grafana template
-  variable has lost its ``current`` value, so its panels have nothing to query with.
-- ``scrape_target_down``: the ``alertmanager`` scrape job points at a port nobody listens on;
-  the orchestrator asks :func:`down_scrape_job`. Alertmanager itself keeps running, and the
-  job was chosen because no other check reads its metrics (the PgBouncer exporter's feed the
-  saturation rules and the baseline, so withholding it would break more than B6).
-- ``silenced_release_alert``: an active Alertmanager silence matches a release alert;
-  :func:`silence_release_alert` creates it once Alertmanager is up.
+- :func:`drop_6h_burn_alert` (``no_6h_burn_alert``): a copy of the ops dir whose Prometheus
+  rules lack the 6 h / 30 m burn-rate alert, so Prometheus loads only the fast-burn page.
+- :func:`drop_dashboard_variable_default` (``dashboard_variable_without_default``): a copy in
+  which one Grafana template variable has lost its ``current`` value.
+- :func:`silence_release_alert` (``silenced_release_alert``): an active Alertmanager silence
+  on a release alert, created once Alertmanager is up.
 
 A defect whose artefact is missing is a :class:`OpsDefectError` naming the file it needs,
 never a healthy-looking sandbox. ``$SPARK_SANDBOX_OPS_DIR`` replaces the repo's ``ops/`` as
@@ -25,10 +21,10 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Collection
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 OPS_DIR = Path(__file__).resolve().parent.parent / "ops"
 # Serve another ops dir (a candidate change, or a test's own artefacts) instead of the repo's.
@@ -36,11 +32,7 @@ OPS_DIR_ENV = "SPARK_SANDBOX_OPS_DIR"
 
 NO_6H_BURN_ALERT = "no_6h_burn_alert"
 DASHBOARD_VARIABLE_WITHOUT_DEFAULT = "dashboard_variable_without_default"
-SCRAPE_TARGET_DOWN = "scrape_target_down"
 SILENCED_RELEASE_ALERT = "silenced_release_alert"
-
-# Defects that need a changed copy of the ops dir rather than the repo's own.
-COPYING_DEFECTS = frozenset({NO_6H_BURN_ALERT, DASHBOARD_VARIABLE_WITHOUT_DEFAULT})
 
 # A 6 h window in PromQL: a range selector `[6h]` or a recording-rule name like `rate6h`.
 SIX_HOUR_WINDOW = re.compile(r"\b6h\b|rate6h\b|_6h\b")
@@ -81,28 +73,29 @@ def ops_source() -> Path:
     return Path(override).resolve() if override else OPS_DIR
 
 
-def prepare_ops_dir(defects: Collection[str], run_dir: Path, source: Path | None = None) -> Path:
+class OpsChange(Protocol):
+    """A change to a copy of the ops dir (an ``ops`` layer defect of the blueprint)."""
+
+    def require(self, source: Path) -> None: ...
+
+    def change_copy(self, ops_dir: Path) -> None: ...
+
+
+def prepare_ops_dir(
+    changes: Sequence[OpsChange], run_dir: Path, source: Path | None = None
+) -> Path:
     """The ops dir this deployment serves: ``source`` (default: the repo's ``ops/``) itself,
-    or a changed copy in ``run_dir``."""
+    or a copy in ``run_dir`` with the ``changes`` made to it."""
     source = source or ops_source()
-    wanted = COPYING_DEFECTS & set(defects)
-    if not wanted:
+    if not changes:
         return source
     # Checked on the source, so that the error names the artefact missing from the repo.
-    if NO_6H_BURN_ALERT in wanted and not rule_files(source):
-        raise OpsDefectError(
-            f"{NO_6H_BURN_ALERT} needs Prometheus rule files in {source / 'prometheus/rules'}"
-        )
-    if DASHBOARD_VARIABLE_WITHOUT_DEFAULT in wanted and not dashboards(source):
-        raise OpsDefectError(
-            f"{DASHBOARD_VARIABLE_WITHOUT_DEFAULT} needs a dashboard in {source / 'grafana'}"
-        )
+    for change in changes:
+        change.require(source)
     copy = run_dir / "ops"
     shutil.copytree(source, copy)
-    if NO_6H_BURN_ALERT in wanted:
-        drop_6h_burn_alert(copy)
-    if DASHBOARD_VARIABLE_WITHOUT_DEFAULT in wanted:
-        drop_dashboard_variable_default(copy)
+    for change in changes:
+        change.change_copy(copy)
     return copy
 
 
@@ -158,11 +151,6 @@ def drop_dashboard_variable_default(ops_dir: Path) -> str:
         f"{DASHBOARD_VARIABLE_WITHOUT_DEFAULT}: no template variable with a default in "
         f"{', '.join(p.name for p in found)}"
     )
-
-
-def down_scrape_job(defects: Collection[str]) -> str | None:
-    """The scrape job whose target must read as down, or None on a healthy deployment."""
-    return "alertmanager" if SCRAPE_TARGET_DOWN in defects else None
 
 
 def release_alert_name(ops_dir: Path) -> str:

@@ -1,9 +1,10 @@
 """The sandbox's release environment: the Python environment its SBOM describes.
 
 A healthy sandbox releases the environment it runs in (this interpreter's ``sys.prefix``). The
-``denied_license`` defect (layer ``supply_chain``) releases an overlay instead: a virtual
-environment that sees every package of the running one plus a vendored distribution whose
-licence the release policy denies, as a dependency pulled in by a careless upgrade would.
+``denied_license`` defect (layer ``supply_chain``) releases an overlay instead
+(:func:`with_denied_licence`): a virtual environment that sees every package of the running
+one plus a vendored distribution whose licence the release policy denies, as a dependency
+pulled in by a careless upgrade would.
 """
 
 from __future__ import annotations
@@ -14,9 +15,6 @@ import venv
 from collections.abc import Iterable
 from pathlib import Path
 
-from spark_sandbox.defects import for_layer, resolve
-
-LAYER = "supply_chain"
 OVERLAY_DIR = "release-env"
 # A made-up distribution: no real package's licence is misrepresented.
 DENIED_DISTRIBUTION = "spark-vendored-fixcodec"
@@ -25,10 +23,20 @@ DENIED_LICENSE = "AGPL-3.0-only"
 
 
 def release_environment(defects: Iterable[str], run_dir: Path) -> Path:
-    """The environment to generate the sandbox's SBOM from (a venv directory)."""
-    active = for_layer(resolve(defects), LAYER)
-    if "denied_license" not in active:
-        return Path(sys.prefix)
+    """The environment to generate the sandbox's SBOM from (a venv directory), as the named
+    defects leave it."""
+    from spark_sandbox.defects import Blueprint
+
+    environment = Path(sys.prefix)
+    for _, change in Blueprint.of(defects).release_changes:
+        environment = change(environment, run_dir)
+    return environment
+
+
+def with_denied_licence(environment: Path, run_dir: Path) -> Path:
+    """The ``denied_license`` defect's release: an overlay in ``run_dir`` that adds one
+    distribution under a denied licence. It sees the running environment's packages, which is
+    the healthy ``environment`` this defect is applied to."""
     return overlay_with_denied_licence(run_dir / OVERLAY_DIR)
 
 

@@ -2,49 +2,55 @@
 
 Each suite module claims its checklist items with markers (``@pytest.mark.blind_spot("B3")``)
 and measures them on the target from ``--spark-target`` (the embedded sandbox by default)
-through the probes in ``pytest_spark.probes``. Thresholds come from ``ops/``, never from here.
+through the probes in ``pytest_spark.probes``. Thresholds come from ``ops/`` through the
+``limits`` fixture, never from here.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from pathlib import Path
 
-import httpx
-import psycopg
 import pytest
 
-from pytest_spark.config import Target
-from pytest_spark.evidence.redact import Redactor
+from pytest_spark import OpsFileError, Reach, Target
+from pytest_spark.probes import money
+from pytest_spark.probes.spark_api import SparkApi
+from suites.limits import Limits, load_limits
 
-Reach = Callable[..., AbstractContextManager[list[str]]]
-# The evidence redactor already masks passwords in conninfo strings and URLs.
-hide_password = Redactor().text
+OPS_DIR = Path(__file__).resolve().parents[1] / "ops"
+
+
+@pytest.fixture(scope="session")
+def limits() -> Limits:
+    """Every threshold of ``ops/`` (blind spots, money, contracts), typed and checked:
+    ``limits.b1.ntp_offset_ms``, ``limits.market.symbols``, ``limits.g03.orders_per_key``."""
+    try:
+        return load_limits(OPS_DIR)
+    except OpsFileError as exc:
+        pytest.fail(f"the gate's thresholds cannot be used: {exc}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def listed_symbols(spark_target: Target, limits: Limits) -> list[str]:
+    """The instruments the target lists (``market_symbols`` of its endpoints), else those of
+    ``[market] symbols``: one per BIST tick band, so every band and edge is reachable."""
+    listed = spark_target.endpoints.get("market_symbols", "")
+    return [s.strip() for s in listed.split(",") if s.strip()] or list(limits.market.symbols)
 
 
 @pytest.fixture
-def reach(spark_target: Target) -> Reach:
-    """``with reach("api_url", "postgres_dsn") as [api_url, dsn]:`` gives the endpoints named;
-    when one cannot be reached the check fails naming the config keys, the endpoints
-    (passwords hidden) and the error, which says which host and port refused."""
+def spark_api(spark_target: Target, limits: Limits) -> Iterator[SparkApi]:
+    """The target's API (``api_url``) with the market's HTTP timeout; calls go inside
+    ``with reach("api_url"):`` so that an unreachable API names the key to check."""
+    with SparkApi(spark_target.require("api_url"), limits.market.http_timeout_s) as api:
+        yield api
 
-    @contextlib.contextmanager
-    def reaching(*keys: str) -> Iterator[list[str]]:
-        endpoints = [spark_target.require(key) for key in keys]
-        try:
-            yield endpoints
-        except (OSError, psycopg.OperationalError, httpx.HTTPError) as exc:
-            shown = "; ".join(
-                f"{k} = {hide_password(e)}" for k, e in zip(keys, endpoints, strict=True)
-            )
-            # One line: the gate's reason column shows a failure's last line only.
-            error = " ".join(str(exc).split())
-            # Endpoints last: the bundle's redaction masks a password up to the next space.
-            pytest.fail(
-                f"cannot reach the target: {error}; check {', '.join(keys)} in the target file "
-                f"(or that the deployment is up): {shown}",
-                pytrace=False,
-            )
 
-    return reaching
+@pytest.fixture
+def instruments(
+    reach: Reach, spark_api: SparkApi, listed_symbols: list[str]
+) -> list[money.Instrument]:
+    """The listed symbols with base price and tick as ``GET /api/market/{symbol}`` reports."""
+    with reach("api_url"):
+        return [spark_api.instrument(symbol) for symbol in listed_symbols]

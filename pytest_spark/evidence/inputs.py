@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from pytest_spark.config import SANDBOX, SparkConfig
@@ -25,11 +25,16 @@ SKIPPED_NAMES = ("__pycache__",)
 TEMP_PREFIX = ".tmp-"
 
 
-def record_inputs(bundle: Bundle, spark: SparkConfig) -> list[dict[str, object]]:
+def record_inputs(
+    bundle: Bundle, spark: SparkConfig, target_notes: Sequence[str] = ()
+) -> list[dict[str, object]]:
     """Copy this run's inputs into ``bundle`` and return their ResourceDescriptors.
 
     The digest is of the file as it is on disk; the copy goes through the bundle's redactor
-    like every other bundle file, and says ``redacted`` when that changed it.
+    like every other bundle file, and says ``redacted`` when that changed it. The target's
+    descriptor carries ``target_notes`` (the target session's), which say what was measured:
+    for a provider's target such as the sandbox, which deployment, started or reused, with
+    which seeded defects.
     """
     rootdir = Path(os.path.abspath(spark.rootdir))
     descriptors: list[dict[str, object]] = []
@@ -48,12 +53,18 @@ def record_inputs(bundle: Bundle, spark: SparkConfig) -> list[dict[str, object]]
         )
     target = spark.target
     if target.path is None:
-        annotations: dict[str, object] = {"kind": target.kind, "target": target.name}
-        if spark.sandbox_defects:
-            annotations["sandbox_defects"] = list(spark.sandbox_defects)
-        descriptors.append({"name": "target", "uri": SANDBOX, "annotations": annotations})
+        described: dict[str, object] = {
+            "name": "target",
+            "uri": SANDBOX,
+            "annotations": {"kind": target.kind, "target": target.name},
+        }
     else:
-        descriptors.append(_describe(bundle, "target", target.path, rootdir, copied))
+        described = _describe(bundle, "target", target.path, rootdir, copied)
+    if target_notes:
+        annotations = described.setdefault("annotations", {})
+        assert isinstance(annotations, dict)
+        annotations["notes"] = [bundle.redactor.text(note) for note in target_notes]
+    descriptors.append(described)
     evidence_dir = Path(os.path.abspath(spark.evidence_dir))
     for path in _ops_files(rootdir / OPS_DIR, evidence_dir):
         descriptors.append(_describe(bundle, "ops", path, rootdir, copied))

@@ -1,8 +1,9 @@
-"""What a test records for the bundle: measurements with thresholds, notes, attachments.
+"""What a test records for the bundle: checks with their limits, measurements, notes and
+attachments.
 
-A measurement outside its threshold fails the test even if the test forgot to assert, and
-one with no value (None, NaN, infinity) makes the item INCONCLUSIVE: the gate never counts
-something it did not measure as a pass.
+A check is judged once, by the plugin: one outside its limit fails the test (every failing
+check is listed with its reason), and a value that could not be measured (None, NaN,
+infinity) makes the item INCONCLUSIVE: the gate never counts what it did not measure as a pass.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class Measurement:
     unit: str = ""
     limit: float | None = None
     at_least: float | None = None
+    why: str = ""  # what the limit protects and where to look when it is exceeded
 
     @property
     def missing(self) -> bool:
@@ -68,21 +70,47 @@ class CheckEvidence:
     notes: list[str] = field(default_factory=list)
     attachments: dict[str, str] = field(default_factory=dict)
 
-    def measure(
+    def check(
+        self,
+        name: str,
+        value: float | None,
+        *,
+        limit: float | None = None,
+        at_least: float | None = None,
+        unit: str = "",
+        why: str = "",
+    ) -> bool:
+        """Record a sub-check's measured value and judge it, once: ``value < limit`` and/or
+        ``value >= at_least``.
+
+        Returns whether it is within its limit; the plugin fails the test at its end, listing
+        every check that is not with its ``why`` (what the limit protects, what to look at),
+        so a test neither repeats the comparison in an assert nor stops at the first failure.
+        A value of None, NaN or infinity makes the test INCONCLUSIVE.
+        """
+        if limit is None and at_least is None:
+            raise ValueError(f"check {name!r} needs a limit or at_least: it would judge nothing")
+        m = self._record(name, value, unit, limit, at_least, why)
+        return bool(m.within)
+
+    def measure(self, name: str, value: float | str | None, *, unit: str = "") -> Measurement:
+        """Record a value for the evidence that judges nothing (context for the checks)."""
+        return self._record(name, value, unit, None, None, "")
+
+    def _record(
         self,
         name: str,
         value: float | str | None,
-        *,
-        unit: str = "",
-        limit: float | None = None,
-        at_least: float | None = None,
+        unit: str,
+        limit: float | None,
+        at_least: float | None,
+        why: str,
     ) -> Measurement:
-        """Record a measured value and its threshold (``value < limit``, ``value >= at_least``)."""
         if isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if isinstance(value, str):
             value = self.redactor.text(value)
-        m = Measurement(name, value, unit, limit, at_least)
+        m = Measurement(name, value, unit, limit, at_least, self.redactor.text(why))
         self.measurements.append(m)
         return m
 
@@ -126,6 +154,7 @@ class CheckEvidence:
                     "unit": m.unit,
                     "limit": m.limit,
                     "at_least": m.at_least,
+                    "why": m.why,
                     "within": m.within,
                     "missing": m.missing,
                 }

@@ -18,7 +18,7 @@ from typing import Any
 
 from playwright.sync_api import Browser, Error, Page, Request, Response, sync_playwright
 
-from pytest_spark.probes.csp import PageRequest
+from pytest_spark.probes.csp_allowlist import PageRequest
 
 CHROMIUM_ENV = "SPARK_CHROMIUM"
 # Without these a headless Chromium in a container without user namespaces or a GPU fails to

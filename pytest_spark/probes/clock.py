@@ -1,8 +1,9 @@
 """B1 time and sequences: NTP offset, app-vs-DB clock offset, sequence anomalies.
 
 Pure logic (SNTP packet and formulas, Cristian's offset, best sample, sequence grading) is kept
-apart from the few I/O functions at the bottom, so the formulas are unit-tested without a
-server. Not imported by ``pytest_spark.plugin`` (loading the plugin must not import httpx).
+apart from the SNTP exchange at the bottom, so the formulas are unit-tested without a server.
+The API's and the database's clocks are read by :mod:`pytest_spark.probes.spark_api` and
+:mod:`pytest_spark.probes.postgres` into the samples defined here.
 
 Sources: RFC 4330 §5 for SNTP; Cristian's algorithm for the RTT-compensated offsets (the
 sample with the shortest round trip has the smallest error, ±RTT/2); PostgreSQL's
@@ -18,9 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-import httpx
-import psycopg
-from psycopg import sql
+from pytest_spark.probes.waiting import wait_until
 
 NTP_EPOCH_OFFSET = 2_208_988_800  # seconds from 1900-01-01 (NTP era 0) to 1970-01-01 (Unix)
 NTP_DEFAULT_PORT = 123
@@ -245,23 +244,29 @@ def sntp_query(server: str, timeout: float = 2.0) -> SntpSample:
     """One real SNTP exchange over UDP with ``server`` (``host:port``)."""
     host, port = parse_server(server)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(timeout)
         request = sntp_request(time.time())
         sock.sendto(request, (host, port))
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
+
+        def receive(left: float) -> SntpSample | None:
+            if left <= 0:
+                return None
             sock.settimeout(left)
             try:
                 answer, sender = sock.recvfrom(512)
             except TimeoutError:
-                break
+                return None
             t4 = time.time()
-            if sender[1] == port:  # a stray datagram from elsewhere is not the answer
-                return parse_sntp_response(server, request, answer, t4)
-    raise ClockProbeError(
-        f"no SNTP answer from {server} within {timeout:g} s; "
-        "check the target's ntp_server and that UDP reaches it"
-    )
+            if sender[1] != port:  # a stray datagram from elsewhere is not the answer
+                return None
+            return parse_sntp_response(server, request, answer, t4)
+
+        waited = wait_until(timeout, f"an SNTP answer from {server}", receive, pause_s=0)
+    if waited.value is None:
+        raise ClockProbeError(
+            f"no SNTP answer from {server} within {timeout:g} s; "
+            "check the target's ntp_server and that UDP reaches it"
+        )
+    return waited.value
 
 
 def sntp_best(server: str, samples: int, timeout: float = 2.0) -> SntpSample:
@@ -280,100 +285,6 @@ def sample_remote_clock(
         t1 = time.time()
         taken.append(cristian_sample(source, t0, remote, t1))
     return taken
-
-
-def app_clock_samples(api_url: str, samples: int, timeout: float = 2.0) -> list[ClockSample]:
-    """The API's clock from ``GET {api_url}/api/time`` -> ``{"epoch_ms": int}``."""
-    url = api_url.rstrip("/") + "/api/time"
-    with httpx.Client(timeout=timeout) as client:
-        client.get(url).raise_for_status()  # warm the connection: no TCP handshake in the RTT
-
-        def read() -> float:
-            answer = client.get(url)
-            answer.raise_for_status()
-            epoch_ms = answer.json().get("epoch_ms")
-            if not isinstance(epoch_ms, int | float) or isinstance(epoch_ms, bool):
-                raise ClockProbeError(f"{url} answered {answer.text[:200]!r}, expected epoch_ms")
-            return float(epoch_ms) / 1000.0
-
-        return sample_remote_clock("app", read, samples)
-
-
-def db_clock_samples(dsn: str, samples: int, timeout: float = 2.0) -> list[ClockSample]:
-    """The database's clock from ``SELECT clock_timestamp()`` (not ``now()``: frozen per tx)."""
-    with psycopg.connect(
-        dsn, autocommit=True, prepare_threshold=None, connect_timeout=max(int(timeout), 1)
-    ) as conn:
-        conn.execute("SELECT 1")  # the first round trip pays for catalog lookups
-
-        def read() -> float:
-            row = conn.execute("SELECT extract(epoch FROM clock_timestamp())").fetchone()
-            if row is None:
-                raise ClockProbeError("SELECT clock_timestamp() returned no row")
-            return float(row[0])
-
-        return sample_remote_clock("database", read, samples)
-
-
-SEQUENCES_SQL = """
-SELECT n.nspname, c.relname, tn.nspname, t.relname, a.attname
-FROM pg_class c
-JOIN pg_namespace n ON n.oid = c.relnamespace
-LEFT JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = c.oid
-     AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
-LEFT JOIN pg_class t ON t.oid = d.refobjid
-LEFT JOIN pg_namespace tn ON tn.oid = t.relnamespace
-LEFT JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
-WHERE c.relkind = 'S' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-ORDER BY n.nspname, c.relname
-"""
-
-
-def read_sequences(dsn: str, timeout: float = 5.0) -> list[SequenceRow]:
-    """Every user sequence, its state and the max of the column that owns it.
-
-    The owning column comes from ``pg_depend`` (``OWNED BY``/serial: 'a', identity: 'i'), as
-    ``pg_get_serial_sequence`` finds it; the sequence's state is read from the sequence itself.
-    """
-    rows: list[SequenceRow] = []
-    with psycopg.connect(dsn, autocommit=True, prepare_threshold=None, connect_timeout=5) as conn:
-        conn.execute(sql.SQL("SET statement_timeout = {}").format(int(timeout * 1000)))
-        for seq_schema, seq_name, tab_schema, table, column in conn.execute(
-            SEQUENCES_SQL
-        ).fetchall():
-            state = conn.execute(
-                sql.SQL(
-                    "SELECT s.last_value, s.is_called, p.increment_by, p.min_value, p.max_value "
-                    "FROM {} s, pg_sequences p WHERE p.schemaname = %s AND p.sequencename = %s"
-                ).format(sql.Identifier(seq_schema, seq_name)),
-                (seq_schema, seq_name),
-            ).fetchone()
-            if state is None:
-                continue
-            max_id = None
-            owner = None
-            if table is not None and column is not None:
-                owner = f"{tab_schema}.{table}.{column}"
-                top = conn.execute(
-                    sql.SQL("SELECT max({}) FROM {}").format(
-                        sql.Identifier(column), sql.Identifier(tab_schema, table)
-                    )
-                ).fetchone()
-                max_id = int(top[0]) if top is not None and top[0] is not None else None
-            last_value, is_called, increment, min_value, max_value = state
-            rows.append(
-                SequenceRow(
-                    sequence=f"{seq_schema}.{seq_name}",
-                    owner=owner,
-                    last_value=int(last_value),
-                    is_called=bool(is_called),
-                    increment=int(increment),
-                    min_value=int(min_value),
-                    max_value=int(max_value),
-                    max_id=max_id,
-                )
-            )
-    return rows
 
 
 def describe_sequences(rows: Sequence[SequenceRow]) -> str:

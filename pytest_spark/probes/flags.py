@@ -7,20 +7,18 @@ The document shape (what ``GET /api/flags`` serves, and ``ops/flags.toml`` decla
     {"version": 1, "flags": [{"name": "margin_trading", "default": false, "risky": true,
                               "rollout_percent": 0, "description": "…", "owner": "risk"}]}
 
-Pure logic first; the two I/O functions are at the bottom. Not imported by the plugin.
+Pure logic, and the read of the declared file; the service is fetched (and timed) by
+:meth:`pytest_spark.probes.spark_api.SparkApi.fetch_flags` into a :class:`FlagFetch`.
 """
 
 from __future__ import annotations
 
 import statistics
-import time
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeGuard
-
-import httpx
 
 # Fields a served flag must carry, with their types; a missing ``default`` is the very defect
 # B7 exists for (a client then falls back to whatever its SDK assumes).
@@ -34,6 +32,8 @@ OPTIONAL_FIELDS: dict[str, type | tuple[type, ...]] = {
     "description": str,
     "owner": str,
 }
+# Keys of a declared [flags.<name>] table (its name is the table's).
+FLAG_KEYS = ("default", "risky", "rollout_percent", "description", "owner")
 # Fields whose served value must equal the declared one: they decide who gets the feature.
 BEHAVIOUR_FIELDS = ("default", "risky", "rollout_percent")
 
@@ -96,9 +96,24 @@ def declared_document(path: Path) -> dict[str, Any]:
     """``ops/flags.toml`` in the served shape: ``[flags.<name>]`` tables become a list."""
     with path.open("rb") as handle:
         raw = tomllib.load(handle)
+    _refuse_unknown(path, "the top level", raw, {"version", "flags"})
     tables = raw.get("flags", {})
+    for name, spec in tables.items() if isinstance(tables, Mapping) else ():
+        if isinstance(spec, Mapping):
+            _refuse_unknown(path, f"[flags.{name}]", spec, set(FLAG_KEYS))
     flags = [{"name": name, **spec} for name, spec in tables.items() if isinstance(spec, Mapping)]
     return {"version": raw.get("version"), "flags": flags}
+
+
+def _refuse_unknown(path: Path, where: str, table: Mapping[str, Any], known: set[str]) -> None:
+    """A misspelt key (``defualt``) would be read as a flag without it; name it instead.
+    Missing or mistyped known keys stay findings of the checks, not load errors."""
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ValueError(
+            f"{path}: unknown key(s) {', '.join(unknown)} in {where}, which takes "
+            f"{', '.join(sorted(known))}"
+        )
 
 
 def flags_by_name(doc: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
@@ -179,28 +194,13 @@ def describe(findings: Sequence[FlagFinding]) -> str:
 
 @dataclass(frozen=True)
 class FlagFetch:
-    """One GET of the flag service."""
+    """One GET of the flag service, timed from request to a fully read body."""
 
     status: int
     latency_ms: float
     content_type: str
     document: Any
     error: str = ""
-
-
-def fetch_flags(flags_url: str, timeout_s: float) -> FlagFetch:
-    """GET the flag document, timed from request to a fully read body. A body that is not
-    JSON is kept as the error, not raised: it is a finding of the check."""
-    started = time.perf_counter()
-    response = httpx.get(flags_url, timeout=timeout_s, headers={"Accept": "application/json"})
-    latency_ms = (time.perf_counter() - started) * 1000.0
-    content_type = response.headers.get("content-type", "")
-    try:
-        document: Any = response.json()
-        error = ""
-    except ValueError as exc:
-        document, error = None, f"body is not JSON ({exc}): {response.text[:200]!r}"
-    return FlagFetch(response.status_code, latency_ms, content_type, document, error)
 
 
 def median_latency_ms(fetches: Sequence[FlagFetch]) -> float:

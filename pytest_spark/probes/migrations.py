@@ -8,7 +8,8 @@ Row states (prisma-engines schema-engine ARCHITECTURE.md): ``finished_at`` is wr
 the end of a successful migration; ``rolled_back_at`` (set by ``migrate resolve``) makes the
 row ignored; "started_at without finished_at nor rolled_back_at is the error state".
 
-Pure logic first (checksums, findings, ``schema.prisma`` datasource parsing), I/O at the end.
+Pure logic first (checksums, findings, ``schema.prisma`` datasource parsing), then the read of
+the migration folders; the rows are read by :mod:`pytest_spark.probes.postgres`.
 """
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import psycopg
 
 MIGRATION_FILE = "migration.sql"
 SCHEMA_FILE = "schema.prisma"
@@ -215,22 +214,6 @@ def read_disk_migrations(migrations_dir: Path) -> list[DiskMigration]:
             DiskMigration(folder.name, migration_checksum(script), accepted_checksums(script))
         )
     return found
-
-
-def read_migration_rows(dsn: str) -> list[MigrationRow]:
-    """Every row of ``_prisma_migrations``; a database without it is an error naming it."""
-    with psycopg.connect(dsn, autocommit=True, prepare_threshold=None, connect_timeout=5) as conn:
-        exists = conn.execute("SELECT to_regclass('_prisma_migrations') IS NOT NULL").fetchone()
-        if exists is None or not exists[0]:
-            raise LookupError(
-                "the database has no _prisma_migrations table: it is not managed by Prisma "
-                "Migrate (or postgres_dsn points at another database)"
-            )
-        rows = conn.execute(
-            "SELECT migration_name, checksum, started_at, finished_at, rolled_back_at, logs "
-            "FROM _prisma_migrations ORDER BY started_at, migration_name"
-        ).fetchall()
-    return [MigrationRow(*row) for row in rows]
 
 
 def describe_history(on_disk: Sequence[DiskMigration], rows: Sequence[MigrationRow]) -> str:

@@ -9,9 +9,9 @@ so that a check built on it can catch the target (DOMAIN-FACTS §1):
 - average price: cost / quantity, rounded half-even to 0.0001;
 - money on the wire is a decimal string (I-JSON); a JSON number loses digits.
 
-Pure logic (oracle, strict parser, case generation, grading) comes first; the few HTTP calls
-are at the bottom. Not imported by ``pytest_spark.plugin`` (loading the plugin must not import
-httpx).
+Pure logic only (oracle, strict parser, case generation); orders are placed through
+:mod:`pytest_spark.probes.spark_api` and their answers graded in
+:mod:`pytest_spark.probes.orders`.
 """
 
 from __future__ import annotations
@@ -19,13 +19,10 @@ from __future__ import annotations
 import itertools
 import json
 import re
-import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
-
-import httpx
 
 CENT = Decimal("0.01")
 AVERAGE_PRICE_PLACES = 4
@@ -374,45 +371,6 @@ def band_edge_cases(
 # --- grading ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class OrderAnswer:
-    """What the API answered to one order ticket (body parsed with exact decimals)."""
-
-    status: int
-    body: Any
-
-    @property
-    def problem_code(self) -> str | None:
-        code = self.body.get("code") if isinstance(self.body, Mapping) else None
-        return str(code) if code is not None else None
-
-    def field(self, name: str) -> Any:
-        return self.body.get(name) if isinstance(self.body, Mapping) else None
-
-    def describe(self) -> str:
-        if self.status == 201:
-            return "201 accepted"
-        detail = self.field("detail") or str(self.body)[:200]
-        return f"{self.status} {self.problem_code}: {detail}"
-
-
-def tick_rejection_finding(case: TickCase, answer: OrderAnswer) -> str | None:
-    """None when a misaligned price was refused clearly: 400 ``tick_misaligned`` whose ``tick``
-    field and text name the step of the price's band; otherwise what is wrong."""
-    expected = case.tick
-    if answer.status != 400 or answer.problem_code != "tick_misaligned":
-        return (
-            f"{case.price} ({case.where}) answered {answer.describe()}, "
-            "expected 400 tick_misaligned"
-        )
-    named = as_decimal(answer.field("tick"))
-    if named != expected:
-        return f"{case.price} was refused naming tick {answer.field('tick')!r}, expected {expected}"
-    if str(expected) not in str(answer.field("detail") or ""):
-        return f"{case.price} was refused, but the message does not name the tick {expected}"
-    return None
-
-
 def table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     """A plain-text table for the evidence."""
     text_rows = [[str(c) for c in header], *([str(c) for c in row] for row in rows)]
@@ -420,55 +378,3 @@ def table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in text_rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(line.rstrip() for line in lines) + "\n"
-
-
-# --- I/O ----------------------------------------------------------------------------------------
-
-
-def read_instrument(client: httpx.Client, api_url: str, symbol: str) -> Instrument:
-    """``GET {api_url}/api/market/{symbol}``: base price and tick."""
-    answer = client.get(f"{api_url.rstrip('/')}/api/market/{symbol}")
-    answer.raise_for_status()
-    body = loads_exact(answer.text)
-    base, tick = as_decimal(body.get("base_price")), as_decimal(body.get("tick"))
-    if base is None or tick is None:
-        raise MoneyFormatError(
-            f"GET /api/market/{symbol} answered {answer.text[:200]!r}: no base_price/tick"
-        )
-    return Instrument(symbol, base, tick)
-
-
-def place_order(
-    client: httpx.Client,
-    api_url: str,
-    account_id: str,
-    symbol: str,
-    price: Decimal,
-    quantity: int,
-    side: str = "buy",
-) -> OrderAnswer:
-    """``POST {api_url}/api/orders`` under a fresh Idempotency-Key (an sf-string)."""
-    answer = client.post(
-        f"{api_url.rstrip('/')}/api/orders",
-        headers={"Idempotency-Key": f'"{uuid.uuid4()}"'},
-        json={
-            "account_id": account_id,
-            "symbol": symbol,
-            "side": side,
-            "quantity": quantity,
-            "price": str(price),
-        },
-    )
-    try:
-        body = loads_exact(answer.text)
-    except ValueError:
-        body = answer.text
-    return OrderAnswer(answer.status_code, body)
-
-
-def read_positions(client: httpx.Client, api_url: str, account_id: str) -> dict[str, Any]:
-    """``GET {api_url}/api/positions?account_id=A``: open positions by symbol."""
-    answer = client.get(f"{api_url.rstrip('/')}/api/positions", params={"account_id": account_id})
-    answer.raise_for_status()
-    body = loads_exact(answer.text)
-    return {str(p.get("symbol")): p for p in body.get("positions", [])}

@@ -21,7 +21,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-import psycopg
 
 # Interaction timeouts of the verifier; a state change or a produced message gets the same.
 REQUEST_TIMEOUT_S = 5.0
@@ -299,43 +298,6 @@ def hook_state_handler(url: str, timeout_s: float = REQUEST_TIMEOUT_S) -> StateH
             )
 
     return change
-
-
-class OrderRefused(RuntimeError):
-    """The target did not accept the order a producer or state needed."""
-
-
-def place_order(
-    api_url: str, ticket: Mapping[str, Any], key: str, timeout_s: float = REQUEST_TIMEOUT_S
-) -> dict[str, Any]:
-    """``POST /api/orders`` under ``key``; the accepted (or replayed) order document."""
-    answer = httpx.post(
-        api_url.rstrip("/") + "/api/orders",
-        json=dict(ticket),
-        headers={"Idempotency-Key": key},
-        timeout=timeout_s,
-    )
-    if answer.status_code != 201:
-        raise OrderRefused(
-            f"POST {api_url}/api/orders answered {answer.status_code}: {answer.text[:300]}"
-        )
-    doc: dict[str, Any] = answer.json()
-    return doc
-
-
-def read_outbox_event(dsn: str, order_id: int, timeout_s: float = REQUEST_TIMEOUT_S) -> OutboxRow:
-    """The ``order.accepted`` outbox row of ``order_id``; it is written in the order's own
-    transaction, so it exists as soon as the API has answered 201."""
-    with psycopg.connect(dsn, connect_timeout=max(1, round(timeout_s))) as conn:
-        row = conn.execute(
-            "SELECT event_id::text, event_type, aggregate_id, created_at, payload::text"
-            " FROM outbox_events WHERE aggregate_id = %s AND event_type = 'order.accepted'"
-            " ORDER BY id DESC LIMIT 1",
-            (order_id,),
-        ).fetchone()
-    if row is None:
-        raise LookupError(f"no order.accepted outbox event for order {order_id}")
-    return OutboxRow(*row)
 
 
 def can_i_deploy(

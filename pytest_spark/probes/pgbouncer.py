@@ -5,22 +5,22 @@ and exhausts PostgreSQL under load), while LISTEN only works on a session pool: 
 mode the server connection that ran LISTEN goes back to the pool and the notifications are
 lost. So the listener needs its own pool in session mode, and a real NOTIFY must arrive.
 
-Console connections need ``autocommit=True`` and ``prepare_threshold=None`` (the console
-rejects prepared statements); app connections through a transaction pool need
-``prepare_threshold=None`` too (PgBouncer 1.18 cannot carry named prepared statements).
+Connections (the admin console's included) are made by :func:`postgres.connect`, whose
+settings both the console and a transaction pool need; ``pg_stat_activity`` is read there too.
 """
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
+
+from pytest_spark.probes.postgres import SessionActivity, connect
+from pytest_spark.probes.waiting import wait_until
 
 DEFAULT_POOL_MODE = "session"  # PgBouncer's default when neither the db nor [pgbouncer] set one
 TRANSACTION, SESSION = "transaction", "session"
@@ -78,26 +78,6 @@ def pool_mode_findings(
 # --- long-running sessions -------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class SessionActivity:
-    """A client backend from ``pg_stat_activity`` and how long it has been in its state."""
-
-    pid: int
-    state: str
-    seconds: float  # active: since query_start; idle in transaction: since state_change
-    user: str | None = None
-    database: str | None = None
-    application: str | None = None
-    query: str = ""
-
-    def describe(self) -> str:
-        return (
-            f"pid {self.pid} {self.state} for {self.seconds:.1f} s "
-            f"(user={self.user} db={self.database} app={self.application!r}): "
-            f"{' '.join(self.query.split())[:160]}"
-        )
-
-
 def long_running(
     rows: Iterable[SessionActivity], active_s: float, idle_tx_s: float
 ) -> list[SessionActivity]:
@@ -122,9 +102,7 @@ def console_rows(admin_dsn: str, command: str) -> list[dict[str, Any]]:
     """A ``SHOW`` command on the PgBouncer admin console, as dicts keyed by column name."""
     if not command.upper().startswith("SHOW "):
         raise ValueError(f"only SHOW commands are read from the console, not {command!r}")
-    with psycopg.connect(
-        admin_dsn, autocommit=True, prepare_threshold=None, connect_timeout=5
-    ) as conn:
+    with connect(admin_dsn) as conn:
         cursor = conn.execute(command)
         names = [c.name for c in cursor.description or ()]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
@@ -136,27 +114,6 @@ def default_pool_mode(show_config_rows: Iterable[Mapping[str, Any]]) -> str:
         if row.get("key") == "pool_mode" and row.get("value"):
             return str(row["value"])
     return DEFAULT_POOL_MODE
-
-
-ACTIVITY_SQL = """
-SELECT pid, state,
-       extract(epoch FROM clock_timestamp()
-               - CASE WHEN state = 'active' THEN query_start ELSE state_change END),
-       usename, datname, application_name, coalesce(query, '')
-FROM pg_stat_activity
-WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
-  AND state IN ('active', 'idle in transaction', 'idle in transaction (aborted)')
-"""
-
-
-def session_activity(dsn: str) -> list[SessionActivity]:
-    """Client backends that are running a query or holding a transaction open (not this one)."""
-    with psycopg.connect(dsn, autocommit=True, prepare_threshold=None, connect_timeout=5) as conn:
-        rows = conn.execute(ACTIVITY_SQL).fetchall()
-    return [
-        SessionActivity(int(pid), str(state), float(secs or 0.0), user, db, app, str(query))
-        for pid, state, secs, user, db, app, query in rows
-    ]
 
 
 @dataclass(frozen=True)
@@ -171,18 +128,18 @@ def notify_round_trip(listen_dsn: str, notify_dsn: str, timeout: float = 5.0) ->
     at most ``timeout`` seconds for that very payload to arrive."""
     channel = f"spark_gate_{uuid.uuid4().hex[:16]}"
     payload = uuid.uuid4().hex
-    with psycopg.connect(
-        listen_dsn, autocommit=True, prepare_threshold=None, connect_timeout=5
-    ) as listener:
+    with connect(listen_dsn) as listener:
         listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
-        with psycopg.connect(
-            notify_dsn, autocommit=True, prepare_threshold=None, connect_timeout=5
-        ) as sender:
-            started = time.monotonic()
+        with connect(notify_dsn) as sender:
             sender.execute("SELECT pg_notify(%s, %s)", (channel, payload))
-        deadline = started + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            for note in listener.notifies(timeout=left, stop_after=1):
-                if note.channel == channel and note.payload == payload:
-                    return NotifyResult(channel, True, time.monotonic() - started)
-        return NotifyResult(channel, False, time.monotonic() - started)
+
+        def arrived(left: float) -> bool:
+            return left > 0 and any(
+                note.channel == channel and note.payload == payload
+                for note in listener.notifies(timeout=left, stop_after=1)
+            )
+
+        waited = wait_until(
+            timeout, f"NOTIFY {channel} through the listen pool", arrived, pause_s=0
+        )
+    return NotifyResult(channel, waited.done, waited.seconds)

@@ -13,16 +13,14 @@ over the wrong windows does not pass.
 from __future__ import annotations
 
 import re
-import time
 import tomllib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 
-T = TypeVar("T")
 HTTP_TIMEOUT_S = 5.0
 NEVER_EVALUATED = "0001-01-01T00:00:00Z"
 DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
@@ -56,14 +54,21 @@ def api_get(base_url: str, path: str, params: Mapping[str, str] | None = None) -
     return body["data"]
 
 
-def poll(fetch: Callable[[], T], done: Callable[[T], bool], timeout_s: float) -> T:
-    """``fetch()`` until ``done`` holds or ``timeout_s`` has passed; the last value either way."""
-    deadline = time.monotonic() + timeout_s
-    value = fetch()
-    while not done(value) and time.monotonic() < deadline:
-        time.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
-        value = fetch()
-    return value
+def exposition_total(text: str, metric: str) -> float | None:
+    """The sum of ``metric``'s samples over all label sets in a Prometheus text exposition
+    (``/metrics``); None when the exposition does not declare it at all. A labelled counter
+    that is declared but has no child yet counts 0: nothing has been counted."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    # The parser names a counter's family without its _total suffix.
+    names = {metric, metric.removesuffix("_total")}
+    total, declared = 0.0, False
+    for family in text_string_to_metric_families(text):
+        if family.name not in names:
+            continue
+        declared = True
+        total += sum(s.value for s in family.samples if s.name == metric)
+    return total if declared else None
 
 
 # --- scrape targets --------------------------------------------------------------------------
@@ -108,7 +113,11 @@ def all_up(targets: Sequence[ScrapeTarget]) -> bool:
 def load_expected_targets(path: Path) -> dict[str, int]:
     """``[jobs]`` of ``targets.toml``: job name -> number of targets expected."""
     with path.open("rb") as handle:
-        jobs = tomllib.load(handle).get("jobs")
+        document = tomllib.load(handle)
+    unknown = sorted(set(document) - {"jobs"})
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) {', '.join(unknown)}; it takes [jobs] only")
+    jobs = document.get("jobs")
     if not isinstance(jobs, Mapping) or not jobs:
         raise ValueError(f"{path}: expected a non-empty [jobs] table of job = count")
     expected = {}

@@ -1,12 +1,12 @@
-"""The ``db`` layer defects: each breaks one database property that the gate checks.
+"""The ``db`` layer defects' work: each breaks one database property that the gate checks.
 
-Call, right after :func:`start_postgres` (the superuser DSN works for all of them)::
+The entries of :mod:`spark_sandbox.defects` name these functions; a sandbox start runs them
+through its blueprint. Alone, right after :func:`start_postgres`::
 
     applied = migrate_with_defects(pg.app_dsn(), MIGRATIONS_DIR, defect_names)
-    idle = start_db_defect_processes(run_dir, bouncer.dsn("spark"), defect_names)
+    idle = start_long_running_query(run_dir, bouncer.dsn("spark"))
     ...
-    for proc in idle:
-        proc.stop()
+    idle.stop()
 
 - ``pending_migration``: the newest migration is never applied (migrator's ``skip_last``).
 - ``modified_migration``: the oldest applied row's stored checksum no longer matches its file.
@@ -30,7 +30,6 @@ import time
 from collections.abc import Collection
 from pathlib import Path
 
-from spark_sandbox.defects import for_layer, resolve
 from spark_sandbox.services.migrate import apply_migrations, migration_checksum
 from spark_sandbox.services.process import ServiceProcess
 
@@ -42,31 +41,16 @@ BEHIND_ORDER_IDS = (1001, 1002, 1003)
 BEHIND_ACCOUNT = "spark-sequence-defect"
 
 
-def db_defects(defects: Collection[str]) -> frozenset[str]:
-    """Names of the ``db`` layer defects among ``defects`` (unknown names are an error)."""
-    return for_layer(resolve(defects), "db")
-
-
 def migrate_with_defects(dsn: str, migrations_dir: Path, defects: Collection[str]) -> list[str]:
-    """Migrate, then break the migration history and sequences as the defects ask."""
-    active = db_defects(defects)
-    applied = apply_migrations(dsn, migrations_dir, skip_last="pending_migration" in active)
-    if "modified_migration" in active:
-        modify_applied_migration(dsn)
-    if "failed_migration" in active:
-        fail_applied_migration(dsn)
-    if "sequence_behind" in active:
-        set_orders_sequence_behind(dsn)
+    """Migrate, then break the migration history and sequences as the named defects ask
+    (unknown names are a ValueError, other layers' defects change nothing here)."""
+    from spark_sandbox.defects import Blueprint
+
+    blueprint = Blueprint.of(defects)
+    applied = apply_migrations(dsn, migrations_dir, skip_last=blueprint.skip_last_migration)
+    for change in blueprint.after_migrate:
+        change(dsn)
     return applied
-
-
-def start_db_defect_processes(
-    run_dir: Path, dsn: str, defects: Collection[str]
-) -> list[ServiceProcess]:
-    """Start the defects that need a live session (``long_running_query``); stop them later."""
-    if "long_running_query" not in db_defects(defects):
-        return []
-    return [start_long_running_query(run_dir, dsn)]
 
 
 def modify_applied_migration(dsn: str) -> str:

@@ -2,12 +2,12 @@
 
 Call::
 
-    proc, ntp = start_ntp(run_dir, defects=defect_names)   # ntp_offset: serves time 5 s ahead
-    sample = sntp_query(ntp.host, ntp.port)                 # sample.offset ≈ 0.0 (or ≈ +5.0)
+    proc, ntp = start_ntp(run_dir, offset_seconds=5.0)   # the ntp_offset defect's setting
+    sample = sntp_query(ntp.host, ntp.port)               # sample.offset ≈ +5.0 (0.0 by default)
 
 chronyd runs with ``-x`` (never touches the system clock), ``-d`` (foreground, so the
 executor supervises it), ``cmdport 0`` (no control socket) and ``local stratum 8`` (it serves
-the host clock without upstream sources). The ``ntp_offset`` defect runs it under libfaketime
+the host clock without upstream sources). A non-zero offset runs it under libfaketime
 (``faketime -f +5s``), so only this server's idea of the time is ahead.
 """
 
@@ -18,11 +18,9 @@ import pwd
 import socket
 import struct
 import time
-from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
-from spark_sandbox.defects import for_layer, resolve
 from spark_sandbox.services.ports import free_port
 from spark_sandbox.services.process import ServiceProcess
 
@@ -31,7 +29,6 @@ CHRONYD_BIN = "chronyd"
 FAKETIME_BIN = "faketime"
 # chronyd drops root for this user after binding; its files must be writable by it.
 CHRONY_USER = "_chrony"
-NTP_OFFSET_SECONDS = 5.0
 NTP_EPOCH_OFFSET = 2_208_988_800  # seconds from 1900-01-01 (NTP) to 1970-01-01 (Unix)
 SNTP_PACKET = struct.Struct("!BBbb11I")  # LI/VN/mode, stratum, poll, precision, 11 words
 MODE_CLIENT, MODE_SERVER = 3, 4
@@ -143,15 +140,15 @@ def give_to_chrony_user(path: Path) -> None:
 def start_ntp(
     run_dir: Path,
     *,
-    defects: Collection[str] = (),
+    offset_seconds: float = 0.0,
     port: int | None = None,
     ready_timeout: float = 10.0,
 ) -> tuple[ServiceProcess, NtpServer]:
-    """chronyd on a free loopback UDP port; the ``ntp`` layer defects set its offset."""
+    """chronyd on a free loopback UDP port, serving the host clock plus ``offset_seconds``."""
     base = run_dir / "ntp"
     base.mkdir(parents=True, exist_ok=True)
     give_to_chrony_user(base)
-    offset = NTP_OFFSET_SECONDS if "ntp_offset" in for_layer(resolve(defects), "ntp") else 0.0
+    offset = offset_seconds
     port = port or free_udp_port()
     config_path = base / "chrony.conf"
     config_path.write_text(render_config(base, port))

@@ -2,24 +2,22 @@
 
 Call::
 
-    proc, bouncer = start_pgbouncer(run_dir, pg, defects={"pool_mode_session"})
+    proc, bouncer = start_pgbouncer(run_dir, pg, pool_modes={"spark": "session", ...})
     bouncer.dsn("spark")          # app pool (transaction mode): prepare_threshold=None
     bouncer.dsn("spark_listen")   # LISTEN/NOTIFY pool (session mode)
     bouncer.admin_dsn()           # console: autocommit=True, prepare_threshold=None
 
-``defects`` are defect names; only the ``pgbouncer`` layer ones act here:
-``pool_mode_session`` puts ``spark`` in session mode, ``listen_on_transaction_pool`` puts
-``spark_listen`` in transaction mode.
+``pool_modes`` default to the healthy ones (``HEALTHY_POOL_MODES``); the ``pgbouncer`` layer
+defects of :mod:`spark_sandbox.defects` change them in the start's blueprint.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Collection
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from spark_sandbox.defects import for_layer, resolve
 from spark_sandbox.services.ports import free_port
 from spark_sandbox.services.postgres import (
     HOST,
@@ -33,12 +31,15 @@ from spark_sandbox.services.process import ServiceProcess
 PGBOUNCER_BIN = "pgbouncer"
 APP_POOL = "spark"
 LISTEN_POOL = "spark_listen"
+HEALTHY_POOL_MODES = {APP_POOL: "transaction", LISTEN_POOL: "session"}
 ADMIN_USER = "spark_admin"
 STATS_USER = "spark_stats"
 # Fixed sandbox secrets, present so that every DSN the gate prints has something to redact.
 ADMIN_PASSWORD = "spark-admin-sandbox-secret"
 STATS_PASSWORD = "spark-stats-sandbox-secret"
 DEFAULT_POOL_SIZE = 20
+# Stopped after its clients, before PostgreSQL (see DATABASE_STOP_TIER).
+POOLER_STOP_TIER = 1
 
 
 @dataclass(frozen=True)
@@ -76,15 +77,6 @@ class PgBouncer:
             f"host={self.host} port={self.port} dbname=pgbouncer "
             f"user={self.stats_user} password={self.stats_password}"
         )
-
-
-def pool_modes_for(defects: Collection[str]) -> dict[str, str]:
-    """The ``[databases]`` pool modes, with the ``pgbouncer`` layer defects applied."""
-    active = for_layer(resolve(defects), "pgbouncer")
-    return {
-        APP_POOL: "session" if "pool_mode_session" in active else "transaction",
-        LISTEN_POOL: "transaction" if "listen_on_transaction_pool" in active else "session",
-    }
 
 
 def render_config(
@@ -160,7 +152,7 @@ def start_pgbouncer(
     run_dir: Path,
     pg: Postgres,
     *,
-    defects: Collection[str] = (),
+    pool_modes: Mapping[str, str] = HEALTHY_POOL_MODES,
     pool_size: int = DEFAULT_POOL_SIZE,
     ready_timeout: float = 10.0,
 ) -> tuple[ServiceProcess, PgBouncer]:
@@ -173,7 +165,7 @@ def start_pgbouncer(
     base.mkdir(parents=True, exist_ok=True)
     chown_to_service_user(base)
     port = free_port(HOST)
-    pool_modes = pool_modes_for(defects)
+    pool_modes = dict(pool_modes)
     auth_file = base / "userlist.txt"
     write_secret_file(auth_file, render_userlist(pg))
     config_path = base / "pgbouncer.ini"
@@ -198,6 +190,7 @@ def start_pgbouncer(
         ready=lambda: console_answers(bouncer),
         ready_timeout=ready_timeout,
         user=SERVICE_USER,
+        stop_tier=POOLER_STOP_TIER,
     )
     proc.start()
     return proc, bouncer

@@ -75,7 +75,7 @@ def _bindable(host: str, port: int) -> bool:
 @contextlib.contextmanager
 def _registry() -> Iterator[Path]:
     """This user's port claims, held under an exclusive lock while one port is chosen."""
-    from spark_sandbox.runs import sandbox_home
+    from spark_sandbox.home import sandbox_home
 
     claims = sandbox_home() / "ports"
     claims.mkdir(mode=0o700, exist_ok=True)

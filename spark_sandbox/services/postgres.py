@@ -36,6 +36,9 @@ APP_USER = "spark_app"
 # A fixed sandbox secret: the gate must redact it wherever a DSN is shown, so it has to exist.
 APP_PASSWORD = "spark-app-sandbox-secret"
 DATABASE = "spark"
+# Stopped after every client of it (tier 0) and after PgBouncer (tier 1), which holds its
+# server connections.
+DATABASE_STOP_TIER = 2
 # A unix socket path longer than this does not fit in sockaddr_un (108 bytes with the NUL).
 UNIX_SOCKET_PATH_MAX = 100
 
@@ -77,6 +80,8 @@ class PostgresProcess(ServiceProcess):
     with an idle-in-transaction session (the ``long_running_query`` defect) would then always
     hit the SIGKILL fallback and leave shared memory and a stale pidfile behind.
     """
+
+    stop_signal = signal.SIGINT
 
     def stop(self, timeout: float = 5.0) -> None:
         proc = self.proc
@@ -160,6 +165,7 @@ def start_postgres(
         ready=lambda: accepts_queries(pg),
         ready_timeout=ready_timeout,
         user=SERVICE_USER,
+        stop_tier=DATABASE_STOP_TIER,
     )
     proc.start()
     try:

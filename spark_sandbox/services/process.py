@@ -64,7 +64,14 @@ def run_as(user: str | None) -> dict[str, Any]:
 
 
 class ServiceProcess:
-    """A long-running child with a readiness probe, a log file and a clean stop."""
+    """A long-running child with a readiness probe, a log file and a clean stop.
+
+    ``stop_tier`` orders a whole deployment's stop (clients 0, then connection poolers, then
+    databases), and ``stop_signal`` is the first signal its process group gets when it is
+    stopped by record rather than through this object (a killed owner's orphans).
+    """
+
+    stop_signal: int = signal.SIGTERM
 
     def __init__(
         self,
@@ -77,8 +84,10 @@ class ServiceProcess:
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
         user: str | None = None,
+        stop_tier: int = 0,
     ) -> None:
         self.name = name
+        self.stop_tier = stop_tier
         self.argv = [str(a) for a in argv]
         self.log_path = log_path
         self.ready = ready

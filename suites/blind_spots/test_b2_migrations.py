@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
 
-from pytest_spark.config import Target
-from pytest_spark.evidence.records import CheckEvidence
+from pytest_spark import CheckEvidence, Reach, Target
 from pytest_spark.probes import migrations
-
-Limits = dict[str, dict[str, float]]
-Reach = Callable[..., AbstractContextManager[list[str]]]
+from pytest_spark.probes.postgres import Postgres
+from suites.limits import Limits
 
 pytestmark = pytest.mark.blind_spot("B2")
 
@@ -22,8 +18,8 @@ def _findings(reach: Reach, spark_evidence: CheckEvidence) -> migrations.Migrati
     with reach("migrations_dir") as [folder]:
         migrations_dir = Path(folder)
         on_disk = migrations.read_disk_migrations(migrations_dir)
-    with reach("postgres_dsn") as [dsn]:
-        rows = migrations.read_migration_rows(dsn)
+    with reach("postgres_dsn") as [dsn], Postgres(dsn) as db:
+        rows = db.migration_rows()
     spark_evidence.note(migrations.describe_history(on_disk, rows))
     if not on_disk:
         spark_evidence.inconclusive(
@@ -34,79 +30,79 @@ def _findings(reach: Reach, spark_evidence: CheckEvidence) -> migrations.Migrati
 
 def _check(
     spark_evidence: CheckEvidence,
-    limits: Limits,
     name: str,
     found: list[tuple[str, str]],
     *,
+    limit: float,
     what: str,
     fix: str,
 ) -> None:
-    limit = limits["B2"][name]
-    spark_evidence.measure(name, len(found), unit="migrations", limit=limit)
     listed = "; ".join(f"{migration}: {detail}" for migration, detail in found)
-    assert len(found) < limit, (
-        f"{len(found)} migration(s) {what} (limit {limit:g}): {listed}; {fix}"
+    spark_evidence.check(
+        name,
+        len(found),
+        limit=limit,
+        unit="migrations",
+        why=f"{len(found)} migration(s) {what}: {listed}; {fix}",
     )
 
 
 def test_every_migration_applied(
-    reach: Reach, spark_evidence: CheckEvidence, blind_spot_limits: Limits
+    reach: Reach, spark_evidence: CheckEvidence, limits: Limits
 ) -> None:
     found = _findings(reach, spark_evidence).pending
     _check(
         spark_evidence,
-        blind_spot_limits,
         "pending_migrations",
         found,
+        limit=limits.b2.pending_migrations,
         what="on disk have no row in _prisma_migrations",
         fix="run `prisma migrate deploy` in the release pipeline before the app starts",
     )
 
 
-def test_no_failed_migration(
-    reach: Reach, spark_evidence: CheckEvidence, blind_spot_limits: Limits
-) -> None:
+def test_no_failed_migration(reach: Reach, spark_evidence: CheckEvidence, limits: Limits) -> None:
     found = _findings(reach, spark_evidence).failed
     _check(
         spark_evidence,
-        blind_spot_limits,
         "failed_migrations",
         found,
+        limit=limits.b2.failed_migrations,
         what="started but neither finished nor rolled back",
         fix="read the row's logs, repair the schema, then `prisma migrate resolve`",
     )
 
 
 def test_no_migration_modified_since_applied(
-    reach: Reach, spark_evidence: CheckEvidence, blind_spot_limits: Limits
+    reach: Reach, spark_evidence: CheckEvidence, limits: Limits
 ) -> None:
     found = _findings(reach, spark_evidence).modified
     _check(
         spark_evidence,
-        blind_spot_limits,
         "modified_migrations",
         found,
+        limit=limits.b2.modified_migrations,
         what="edited after they were applied (sha256 of migration.sql != stored checksum)",
         fix="restore the applied file from git and put the change in a new migration",
     )
 
 
 def test_no_applied_migration_missing_on_disk(
-    reach: Reach, spark_evidence: CheckEvidence, blind_spot_limits: Limits
+    reach: Reach, spark_evidence: CheckEvidence, limits: Limits
 ) -> None:
     found = _findings(reach, spark_evidence).missing_on_disk
     _check(
         spark_evidence,
-        blind_spot_limits,
         "migrations_missing_on_disk",
         found,
+        limit=limits.b2.migrations_missing_on_disk,
         what="applied in the database but missing from migrations_dir",
         fix="the release was built from a branch behind the database: rebase it",
     )
 
 
 def test_no_shadow_database_url(
-    spark_target: Target, reach: Reach, spark_evidence: CheckEvidence, blind_spot_limits: Limits
+    spark_target: Target, reach: Reach, spark_evidence: CheckEvidence, limits: Limits
 ) -> None:
     """A ``shadowDatabaseUrl`` in production lets ``migrate dev`` erase that database.
 
@@ -118,10 +114,12 @@ def test_no_shadow_database_url(
     configured = spark_target.endpoints.get("prisma_schema") or None
     with reach("migrations_dir") as [folder]:
         path, how = migrations.schema_path(configured, Path(folder))
-    limit = blind_spot_limits["B2"]["shadow_database_urls"]
+    limit = limits.b2.shadow_database_urls
     if path is None:
         spark_evidence.note(f"no schema.prisma configured: {how}; no datasource to check")
-        spark_evidence.measure("shadow_database_urls", 0, unit="datasources", limit=limit)
+        spark_evidence.check(
+            "shadow_database_urls", 0, limit=limit, unit="datasources", why="no datasource"
+        )
         return
     try:
         schema = path.read_text(encoding="utf-8")
@@ -131,8 +129,12 @@ def test_no_shadow_database_url(
     sources = migrations.datasources(schema)
     spark_evidence.note(f"{path} ({how}): datasources {sorted(sources)}")
     found = migrations.shadow_database_findings(schema)
-    spark_evidence.measure("shadow_database_urls", len(found), unit="datasources", limit=limit)
-    assert len(found) < limit, (
-        f"{path} sets shadowDatabaseUrl in {', '.join(n for n, _ in found)}; remove it from the "
-        "production schema (a shadow database is for `migrate dev` only)"
+    spark_evidence.check(
+        "shadow_database_urls",
+        len(found),
+        limit=limit,
+        unit="datasources",
+        why=f"{path} sets shadowDatabaseUrl in {', '.join(n for n, _ in found)}, which lets "
+        "`migrate dev` erase that database; remove it from the production schema (a shadow "
+        "database is for `migrate dev` only)",
     )

@@ -7,45 +7,20 @@ same deployment never replays or joins an earlier position. The order count stay
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from decimal import ROUND_HALF_UP, Decimal
 
-import httpx
 import pytest
 
-from pytest_spark.config import Target
-from pytest_spark.evidence.records import CheckEvidence
-from pytest_spark.probes import money
-
-Limits = dict[str, dict[str, float]]
-Reach = Callable[..., AbstractContextManager[list[str]]]
+from pytest_spark import CheckEvidence, Reach
+from pytest_spark.probes import money, orders
+from pytest_spark.probes.spark_api import Answer, SparkApi, Ticket, new_account, new_key
+from suites.limits import Limits
 
 pytestmark = pytest.mark.blind_spot("B4")
 
-# The instruments Spark lists; one per tick band, so every band edge within ±20 % of a base
-# price is reachable. A target lists its own as `market_symbols = "SASA,KOZAL,..."`.
-LISTED_SYMBOLS = ("SASA", "KOZAL", "AKBNK", "THYAO", "GARAN", "BIMAS", "ASELS", "FROTO")
-# Positions opened to test the average price: two instruments, an even and an odd case each.
-AVERAGE_PRICE_INSTRUMENTS = 2
 
-
-def _symbols(target: Target) -> list[str]:
-    listed = target.endpoints.get("market_symbols", "")
-    return [s.strip() for s in listed.split(",") if s.strip()] or list(LISTED_SYMBOLS)
-
-
-def _client(limits: Limits) -> httpx.Client:
-    return httpx.Client(timeout=limits["B4"]["http_timeout_s"])
-
-
-def _instruments(client: httpx.Client, api_url: str, target: Target) -> list[money.Instrument]:
-    return [money.read_instrument(client, api_url, symbol) for symbol in _symbols(target)]
-
-
-def _account(purpose: str) -> str:
-    return f"b4-{purpose}-{uuid.uuid4().hex[:12]}"
+def _buy(api: SparkApi, account: str, symbol: str, price: Decimal, quantity: int) -> Answer:
+    return api.submit(Ticket(account, symbol, "buy", quantity, price), new_key())
 
 
 def _half_up(raw: Decimal, places: int) -> Decimal:
@@ -54,18 +29,17 @@ def _half_up(raw: Decimal, places: int) -> Decimal:
 
 def test_commission_rounds_half_even(
     reach: Reach,
-    spark_target: Target,
+    spark_api: SparkApi,
+    instruments: list[money.Instrument],
     spark_evidence: CheckEvidence,
-    blind_spot_limits: Limits,
+    limits: Limits,
 ) -> None:
-    account = _account("commission")
+    account = new_account("b4-commission")
     rows, findings = [], []
-    with reach("api_url") as [api_url], _client(blind_spot_limits) as client:
-        cases = money.commission_cases(_instruments(client, api_url, spark_target))
+    cases = money.commission_cases(instruments)
+    with reach("api_url"):
         for case in cases:
-            answer = money.place_order(
-                client, api_url, account, case.symbol, case.price, case.quantity
-            )
+            answer = _buy(spark_api, account, case.symbol, case.price, case.quantity)
             got = money.as_decimal(answer.field("commission")) if answer.status == 201 else None
             if answer.status != 201:
                 findings.append(
@@ -90,8 +64,17 @@ def test_commission_rounds_half_even(
                     got if got is not None else answer.describe(),
                 )
             )
-    header = ("symbol", "price", "qty", "notional", "raw", "neighbour", "half-even", "half-up")
-    header += ("api",)
+    header = (
+        "symbol",
+        "price",
+        "qty",
+        "notional",
+        "raw",
+        "neighbour",
+        "half-even",
+        "half-up",
+        "api",
+    )
     spark_evidence.attach("b4_commission_cases", money.table(header, rows))
     even = sum(1 for c in cases if c.neighbour == "even")
     spark_evidence.note(
@@ -101,37 +84,37 @@ def test_commission_rounds_half_even(
     )
     if not cases:
         spark_evidence.inconclusive("no half-way commission case found for the listed symbols")
-    limit = blind_spot_limits["B4"]["commission_mismatches"]
-    spark_evidence.measure("commission_mismatches", len(findings), unit="orders", limit=limit)
-    assert len(findings) < limit, (
-        f"{len(findings)} of {len(cases)} half-way commissions are not banker's rounding "
-        f"(limit {limit:g}): " + "; ".join(findings) + " (see attachment b4_commission_cases)"
+    spark_evidence.check(
+        "commission_mismatches",
+        len(findings),
+        limit=limits.b4.commission_mismatches,
+        unit="orders",
+        why=f"{len(findings)} of {len(cases)} half-way commissions are not banker's rounding, "
+        "so fees drift by a cent on every such order: "
+        + "; ".join(findings)
+        + " (see attachment b4_commission_cases)",
     )
 
 
 def test_average_price_rounds_half_even(
     reach: Reach,
-    spark_target: Target,
+    spark_api: SparkApi,
+    instruments: list[money.Instrument],
     spark_evidence: CheckEvidence,
-    blind_spot_limits: Limits,
+    limits: Limits,
 ) -> None:
     rows, findings = [], []
-    with reach("api_url") as [api_url], _client(blind_spot_limits) as client:
-        instruments = _instruments(client, api_url, spark_target)[:AVERAGE_PRICE_INSTRUMENTS]
-        cases = [c for i in instruments for c in money.average_price_cases(i)]
+    chosen = instruments[: limits.b4.average_price_instruments]
+    cases = [c for i in chosen for c in money.average_price_cases(i)]
+    with reach("api_url"):
         for case in cases:
-            account = _account("average")
+            account = new_account("b4-average")
             refused = [
                 f"{case.symbol} {quantity} @ {price}: {answer.describe()}"
                 for price, quantity in case.fills
-                if (
-                    answer := money.place_order(
-                        client, api_url, account, case.symbol, price, quantity
-                    )
-                ).status
-                != 201
+                if (answer := _buy(spark_api, account, case.symbol, price, quantity)).status != 201
             ]
-            position = money.read_positions(client, api_url, account).get(case.symbol, {})
+            position = spark_api.position(account, case.symbol)
             got = money.as_decimal(position.get("average_price"))
             if refused:
                 findings.extend(refused)
@@ -161,18 +144,22 @@ def test_average_price_rounds_half_even(
     )
     if not cases:
         spark_evidence.inconclusive("no half-way average-price case found for the symbols")
-    limit = blind_spot_limits["B4"]["average_price_mismatches"]
-    spark_evidence.measure("average_price_mismatches", len(findings), unit="positions", limit=limit)
-    assert len(findings) < limit, (
-        f"{len(findings)} of {len(cases)} half-way average prices are not banker's rounding "
-        f"(limit {limit:g}): " + "; ".join(findings) + " (see attachment b4_average_price_cases)"
+    spark_evidence.check(
+        "average_price_mismatches",
+        len(findings),
+        limit=limits.b4.average_price_mismatches,
+        unit="positions",
+        why=f"{len(findings)} of {len(cases)} half-way average prices are not banker's "
+        "rounding, so P&L is computed from a skewed cost: "
+        + "; ".join(findings)
+        + " (see attachment b4_average_price_cases)",
     )
 
 
 def _band_edge_cases(
-    client: httpx.Client, api_url: str, target: Target, evidence: CheckEvidence
+    instruments: list[money.Instrument], evidence: CheckEvidence
 ) -> list[money.TickCase]:
-    cases, unreachable = money.band_edge_cases(_instruments(client, api_url, target))
+    cases, unreachable = money.band_edge_cases(instruments)
     if unreachable:
         evidence.note(
             "band edges outside every listed instrument's ±20 % price band (not testable "
@@ -185,18 +172,17 @@ def _band_edge_cases(
 
 def test_aligned_prices_accepted_at_band_edges(
     reach: Reach,
-    spark_target: Target,
+    spark_api: SparkApi,
+    instruments: list[money.Instrument],
     spark_evidence: CheckEvidence,
-    blind_spot_limits: Limits,
+    limits: Limits,
 ) -> None:
-    account = _account("tick")
+    account = new_account("b4-tick")
     rows, findings = [], []
-    with reach("api_url") as [api_url], _client(blind_spot_limits) as client:
-        cases = [
-            c for c in _band_edge_cases(client, api_url, spark_target, spark_evidence) if c.aligned
-        ]
+    cases = [c for c in _band_edge_cases(instruments, spark_evidence) if c.aligned]
+    with reach("api_url"):
         for case in cases:
-            answer = money.place_order(client, api_url, account, case.symbol, case.price, 1)
+            answer = _buy(spark_api, account, case.symbol, case.price, 1)
             if answer.status != 201:
                 findings.append(f"{case.symbol} @ {case.price} ({case.where}): {answer.describe()}")
             rows.append((case.symbol, case.price, case.tick, case.where, answer.describe()))
@@ -204,31 +190,32 @@ def test_aligned_prices_accepted_at_band_edges(
         "b4_aligned_tick_cases", money.table(("symbol", "price", "tick", "case", "api"), rows)
     )
     spark_evidence.note(f"{len(cases)} aligned prices at band edges; {len(findings)} refused")
-    limit = blind_spot_limits["B4"]["aligned_prices_refused"]
-    spark_evidence.measure("aligned_prices_refused", len(findings), unit="orders", limit=limit)
-    assert len(findings) < limit, (
-        f"{len(findings)} of {len(cases)} prices on the BIST tick grid were refused (limit "
-        f"{limit:g}): " + "; ".join(findings) + " (see attachment b4_aligned_tick_cases)"
+    spark_evidence.check(
+        "aligned_prices_refused",
+        len(findings),
+        limit=limits.b4.aligned_prices_refused,
+        unit="orders",
+        why=f"{len(findings)} of {len(cases)} prices on the BIST tick grid were refused, so "
+        "traders cannot quote valid prices at a band edge: "
+        + "; ".join(findings)
+        + " (see attachment b4_aligned_tick_cases)",
     )
 
 
 def test_misaligned_prices_rejected_naming_the_tick(
     reach: Reach,
-    spark_target: Target,
+    spark_api: SparkApi,
+    instruments: list[money.Instrument],
     spark_evidence: CheckEvidence,
-    blind_spot_limits: Limits,
+    limits: Limits,
 ) -> None:
-    account = _account("offtick")
+    account = new_account("b4-offtick")
     rows, findings = [], []
-    with reach("api_url") as [api_url], _client(blind_spot_limits) as client:
-        cases = [
-            c
-            for c in _band_edge_cases(client, api_url, spark_target, spark_evidence)
-            if not c.aligned
-        ]
+    cases = [c for c in _band_edge_cases(instruments, spark_evidence) if not c.aligned]
+    with reach("api_url"):
         for case in cases:
-            answer = money.place_order(client, api_url, account, case.symbol, case.price, 1)
-            finding = money.tick_rejection_finding(case, answer)
+            answer = _buy(spark_api, account, case.symbol, case.price, 1)
+            finding = orders.tick_rejection_finding(case, answer)
             if finding:
                 findings.append(f"{case.symbol} {finding}")
             rows.append((case.symbol, case.price, case.tick, case.where, answer.describe()))
@@ -238,13 +225,13 @@ def test_misaligned_prices_rejected_naming_the_tick(
     spark_evidence.note(
         f"{len(cases)} prices off the grid at band edges; {len(findings)} not refused clearly"
     )
-    limit = blind_spot_limits["B4"]["misaligned_prices_not_refused"]
-    spark_evidence.measure(
-        "misaligned_prices_not_refused", len(findings), unit="orders", limit=limit
-    )
-    assert len(findings) < limit, (
-        f"{len(findings)} of {len(cases)} prices off the BIST tick grid were not refused with "
-        f"400 tick_misaligned naming the tick (limit {limit:g}): "
+    spark_evidence.check(
+        "misaligned_prices_not_refused",
+        len(findings),
+        limit=limits.b4.misaligned_prices_not_refused,
+        unit="orders",
+        why=f"{len(findings)} of {len(cases)} prices off the BIST tick grid were not refused "
+        "with 400 tick_misaligned naming the tick (the exchange would reject them later): "
         + "; ".join(findings)
-        + " (see attachment b4_misaligned_tick_cases)"
+        + " (see attachment b4_misaligned_tick_cases)",
     )

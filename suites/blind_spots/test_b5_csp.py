@@ -4,40 +4,35 @@ the violation-report collector."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from pathlib import Path
 
+import httpx
 import pytest
 
-from pytest_spark.config import Target, TargetConfigError
-from pytest_spark.evidence.records import CheckEvidence
-from pytest_spark.probes import browser, csp
-
-Limits = dict[str, dict[str, float]]
-Reach = Callable[..., AbstractContextManager[list[str]]]
+from pytest_spark import CheckEvidence, Reach, Target, TargetConfigError
+from pytest_spark.probes import browser, csp_allowlist, csp_policy, csp_reports
+from pytest_spark.probes.spark_api import SparkApi
+from suites.limits import B5Limits, Limits
 
 pytestmark = pytest.mark.blind_spot("B5")
 
 ALLOWLIST_FILE = "csp-allowlist.toml"
 REPORT_SUB_CHECKS = {
-    csp.LEGACY_REPORT: "csp_report_posts_not_204",
-    csp.REPORTING_API_REPORT: "reporting_api_posts_not_204",
+    csp_reports.LEGACY_REPORT: "csp_report_posts_not_204",
+    csp_reports.REPORTING_API_REPORT: "reporting_api_posts_not_204",
 }
 
 
 @pytest.fixture(scope="module")
-def page_visit(spark_target: Target, blind_spot_limits: Limits) -> browser.PageVisit | str:
+def page_visit(spark_target: Target, limits: Limits) -> browser.PageVisit | str:
     """One load of ``web_url`` in Chromium, shared by the module's browser checks (launching
     the browser is the slow part). A failure is handed to each check as its message, so the
     checks FAIL naming the endpoint instead of erroring in a fixture."""
-    limits = blind_spot_limits["B5"]
     try:
         url = spark_target.require("web_url")
         with browser.chromium() as chromium:
-            return browser.visit(
-                chromium, url, limits["page_load_timeout_s"], limits["page_settle_s"]
-            )
+            b5 = limits.b5
+            return browser.visit(chromium, url, b5.page_load_timeout_s, b5.page_settle_s)
     except (browser.BrowserProbeError, TargetConfigError) as exc:
         return f"{exc}; check web_url in the target file (or that the deployment is up)"
 
@@ -48,25 +43,26 @@ def visited(page_visit: browser.PageVisit | str) -> browser.PageVisit:
     return page_visit
 
 
-def allowlist(spark_target: Target) -> dict[str, csp.AllowlistEntry]:
+def allowlist(spark_target: Target) -> dict[str, csp_allowlist.AllowlistEntry]:
     """The deployment's allowlist with its placeholders resolved from the target's endpoints;
     a malformed file or an endpoint the target lacks fails the check naming it."""
     try:
         path = Path(spark_target.require("ops_dir")) / ALLOWLIST_FILE
-        return csp.resolve_allowlist(csp.load_allowlist(path), spark_target.require)
-    except (OSError, csp.AllowlistError, TargetConfigError) as exc:
+        entries = csp_allowlist.load_allowlist(path)
+        return csp_allowlist.resolve_allowlist(entries, spark_target.require)
+    except (OSError, csp_allowlist.AllowlistError, TargetConfigError) as exc:
         pytest.fail(f"the CSP allowlist cannot be used: {exc}", pytrace=False)
 
 
-def page_headers(reach: Reach, limits: dict[str, float]) -> tuple[str, csp.PageHeaders]:
+def page_headers(reach: Reach, limits: B5Limits) -> tuple[str, csp_policy.PageHeaders]:
     with reach("web_url") as [url]:
-        headers = csp.fetch_page_headers(url, limits["http_timeout_s"])
+        headers = csp_policy.fetch_page_headers(url, limits.http_timeout_s)
     assert headers.status == 200, f"GET {url} answered {headers.status}, not 200"
     return url, headers
 
 
 def test_page_is_cross_origin_isolated(
-    page_visit: browser.PageVisit | str, spark_evidence: CheckEvidence
+    page_visit: browser.PageVisit | str, spark_evidence: CheckEvidence, limits: Limits
 ) -> None:
     visit = visited(page_visit)
     spark_evidence.note(
@@ -81,32 +77,31 @@ def test_page_is_cross_origin_isolated(
         spark_evidence.note(f"securitypolicyviolation events: {visit.violations}")
     if visit.failed_requests:
         spark_evidence.note(f"failed requests: {'; '.join(visit.failed_requests)}")
-    spark_evidence.measure("cross_origin_isolated", int(visit.cross_origin_isolated), at_least=1)
-    problems = csp.grade_isolation_headers(visit.headers)
-    isolated = visit.cross_origin_isolated
-    assert isolated, (
-        f"window.crossOriginIsolated is false in Chromium on {visit.url}: "
+    problems = csp_policy.grade_isolation_headers(visit.headers)
+    spark_evidence.check(
+        "cross_origin_isolated",
+        int(visit.cross_origin_isolated),
+        at_least=limits.b5.cross_origin_isolated_at_least,
+        why=f"window.crossOriginIsolated is false in Chromium on {visit.url}: "
         + ("; ".join(problems) or "COOP/COEP look right; check Permissions-Policy and HTTPS")
-        + " (SharedArrayBuffer and precise timers are unavailable)"
+        + " (SharedArrayBuffer and precise timers are unavailable)",
     )
 
 
-def test_isolation_headers(
-    reach: Reach, spark_evidence: CheckEvidence, blind_spot_limits: Limits
-) -> None:
-    limits = blind_spot_limits["B5"]
-    url, page = page_headers(reach, limits)
-    problems = csp.grade_isolation_headers(page.headers)
+def test_isolation_headers(reach: Reach, spark_evidence: CheckEvidence, limits: Limits) -> None:
+    url, page = page_headers(reach, limits.b5)
+    problems = csp_policy.grade_isolation_headers(page.headers)
     spark_evidence.note(
         f"GET {url}: Cross-Origin-Opener-Policy "
         f"{page.headers.get('cross-origin-opener-policy', 'absent')}, "
         f"Cross-Origin-Embedder-Policy {page.headers.get('cross-origin-embedder-policy', 'absent')}"
     )
-    limit = limits["isolation_header_findings"]
-    spark_evidence.measure("isolation_header_findings", len(problems), limit=limit)
-    assert len(problems) < limit, (
-        f"{url} is not set up for cross-origin isolation: {'; '.join(problems)} "
-        "(the web server's security headers)"
+    spark_evidence.check(
+        "isolation_header_findings",
+        len(problems),
+        limit=limits.b5.isolation_header_findings,
+        why=f"{url} is not set up for cross-origin isolation: {'; '.join(problems)} "
+        "(the web server's security headers)",
     )
 
 
@@ -114,23 +109,23 @@ def test_loaded_origins_on_allowlist(
     page_visit: browser.PageVisit | str,
     spark_target: Target,
     spark_evidence: CheckEvidence,
-    blind_spot_limits: Limits,
+    limits: Limits,
 ) -> None:
     visit = visited(page_visit)
     allowed = allowlist(spark_target)
-    audit = csp.audit_origins(
-        visit.requests, visit.url, allowed, csp.parse_policy_header(visit.csp)
-    )
+    policies = csp_policy.parse_policy_header(visit.csp)
+    audit = csp_allowlist.audit_origins(visit.requests, visit.url, allowed, policies)
     spark_evidence.note(
         f"allowlist: {', '.join(sorted(allowed)) or '(empty)'}; third-party origins loaded: "
-        f"{csp.describe_requests(audit.third_party) or 'none'}"
+        f"{csp_allowlist.describe_requests(audit.third_party) or 'none'}"
     )
-    limit = blind_spot_limits["B5"]["origins_off_allowlist"]
-    spark_evidence.measure("origins_off_allowlist", len(audit.off_allowlist), limit=limit)
-    assert len(audit.off_allowlist) < limit, (
-        f"{visit.url} loads from {len(audit.off_allowlist)} origin(s) not on {ALLOWLIST_FILE}: "
-        f"{csp.describe_requests(audit.off_allowlist)}; review them and add them to "
-        f"ops/{ALLOWLIST_FILE}, or remove them from the page"
+    spark_evidence.check(
+        "origins_off_allowlist",
+        len(audit.off_allowlist),
+        limit=limits.b5.origins_off_allowlist,
+        why=f"{visit.url} loads from {len(audit.off_allowlist)} origin(s) nobody reviewed (not "
+        f"on {ALLOWLIST_FILE}): {csp_allowlist.describe_requests(audit.off_allowlist)}; review "
+        f"them and add them to ops/{ALLOWLIST_FILE}, or remove them from the page",
     )
 
 
@@ -138,67 +133,68 @@ def test_csp_agrees_with_allowlist(
     page_visit: browser.PageVisit | str,
     spark_target: Target,
     spark_evidence: CheckEvidence,
-    blind_spot_limits: Limits,
+    limits: Limits,
 ) -> None:
     visit = visited(page_visit)
     allowed = allowlist(spark_target)
-    policies = csp.parse_policy_header(visit.csp)
+    policies = csp_policy.parse_policy_header(visit.csp)
     assert policies, f"{visit.url} was served without a Content-Security-Policy header"
-    audit = csp.audit_origins(visit.requests, visit.url, allowed, policies)
-    trusted_unreviewed = csp.origins_named_off_allowlist(policies, visit.url, allowed)
+    audit = csp_allowlist.audit_origins(visit.requests, visit.url, allowed, policies)
+    trusted_unreviewed = csp_allowlist.origins_named_off_allowlist(policies, visit.url, allowed)
     # A violation whose blocked URL is allowlisted: the page needs an origin the CSP refuses.
     blocked_listed = [
-        v for v in visit.violations if csp.origin_of(str(v.get("blockedURI", ""))) in allowed
+        v for v in visit.violations if csp_policy.origin_of(str(v.get("blockedURI", ""))) in allowed
     ]
     mismatches = [f"CSP trusts {o}, which is not on {ALLOWLIST_FILE}" for o in trusted_unreviewed]
     if audit.not_permitted_by_csp:
         mismatches.append(
             "loaded, yet not permitted by the CSP: "
-            + csp.describe_requests(audit.not_permitted_by_csp)
+            + csp_allowlist.describe_requests(audit.not_permitted_by_csp)
         )
     mismatches += [f"allowlisted, yet blocked by the CSP: {v}" for v in blocked_listed]
     spark_evidence.note(f"Content-Security-Policy: {' , '.join(visit.csp)}")
-    limit = blind_spot_limits["B5"]["csp_allowlist_mismatches"]
-    spark_evidence.measure("csp_allowlist_mismatches", len(mismatches), limit=limit)
-    assert len(mismatches) < limit, (
-        f"the CSP of {visit.url} and ops/{ALLOWLIST_FILE} disagree: {'; '.join(mismatches)}; "
-        "name exactly the allowlisted origins in the policy"
+    spark_evidence.check(
+        "csp_allowlist_mismatches",
+        len(mismatches),
+        limit=limits.b5.csp_allowlist_mismatches,
+        why=f"the CSP of {visit.url} and ops/{ALLOWLIST_FILE} disagree: {'; '.join(mismatches)}; "
+        "name exactly the allowlisted origins in the policy",
     )
 
 
-def test_policy_is_strict(
-    reach: Reach, spark_evidence: CheckEvidence, blind_spot_limits: Limits
-) -> None:
-    limits = blind_spot_limits["B5"]
-    url, page = page_headers(reach, limits)
-    policies = csp.parse_policy_header(page.csp)
-    findings = [f for p in policies for f in csp.grade_policy(p)]
+def test_policy_is_strict(reach: Reach, spark_evidence: CheckEvidence, limits: Limits) -> None:
+    url, page = page_headers(reach, limits.b5)
+    policies = csp_policy.parse_policy_header(page.csp)
+    findings = [f for p in policies for f in csp_policy.grade_policy(p)]
     if not policies:
-        findings.append(csp.Finding(csp.HIGH, "Content-Security-Policy", "header is absent"))
+        header = "Content-Security-Policy"
+        findings.append(csp_policy.Finding(csp_policy.HIGH, header, "header is absent"))
         if page.csp_report_only:
-            findings.append(csp.Finding(csp.HIGH, "Content-Security-Policy", "report-only"))
+            findings.append(csp_policy.Finding(csp_policy.HIGH, header, "report-only"))
     spark_evidence.note(f"GET {url}: Content-Security-Policy: {' , '.join(page.csp) or '(none)'}")
-    limit = limits["csp_findings"]
-    spark_evidence.measure("csp_findings", len(findings), limit=limit)
-    assert len(findings) < limit, (
-        f"the page's CSP is weaker than B5 allows ({len(findings)} findings): "
+    spark_evidence.check(
+        "csp_findings",
+        len(findings),
+        limit=limits.b5.csp_findings,
+        why=f"the page's CSP is weaker than B5 allows, so injected script could run "
+        f"({len(findings)} findings): "
         + "; ".join(str(f) for f in findings)
-        + " (see DOMAIN-FACTS §7: csp-evaluator / HTTP Observatory)"
+        + " (see DOMAIN-FACTS §7: csp-evaluator / HTTP Observatory)",
     )
 
 
-@pytest.mark.parametrize("media_type", [csp.LEGACY_REPORT, csp.REPORTING_API_REPORT])
+@pytest.mark.parametrize("media_type", list(REPORT_SUB_CHECKS))
 def test_report_endpoint_accepts(
     media_type: str,
     reach: Reach,
     spark_evidence: CheckEvidence,
-    blind_spot_limits: Limits,
+    limits: Limits,
 ) -> None:
-    limits = blind_spot_limits["B5"]
-    timeout = limits["http_timeout_s"]
-    url, page = page_headers(reach, limits)
-    policies = csp.parse_policy_header(page.csp)
-    endpoints = csp.report_endpoints(policies, page.headers.get("reporting-endpoints", ""), url)
+    timeout = limits.b5.http_timeout_s
+    url, page = page_headers(reach, limits.b5)
+    policies = csp_policy.parse_policy_header(page.csp)
+    headers = page.headers.get("reporting-endpoints", "")
+    endpoints = csp_reports.report_endpoints(policies, headers, url)
     # A policy with only report-to (or only report-uri) still has a collector for both types.
     targets = endpoints[media_type] or [u for us in endpoints.values() for u in us]
     assert targets, (
@@ -207,19 +203,19 @@ def test_report_endpoint_accepts(
     )
     policy_text = " , ".join(page.csp)
     blocked = "https://injected.invalid/x.js"
-    if media_type == csp.LEGACY_REPORT:
-        body = csp.legacy_report(url, policy_text, blocked)
+    if media_type == csp_reports.LEGACY_REPORT:
+        body = csp_reports.legacy_report(url, policy_text, blocked)
     else:
-        body = csp.reporting_api_report(url, policy_text, blocked, "spark-gate")
+        body = csp_reports.reporting_api_report(url, policy_text, blocked, "spark-gate")
+    malformed_body = csp_reports.MALFORMED_REPORTS[media_type]
     # The collector is named by the page; its counter is on the API's metrics (when exposed).
-    with reach("web_url", "api_url") as [_, api_url]:
-        before = csp.scrape_violation_reports(f"{api_url.rstrip('/')}/metrics", timeout)
-        statuses = {t: csp.post_report(t, media_type, body, timeout) for t in targets}
+    with reach("web_url", "api_url") as [_, api_url], SparkApi(api_url, timeout) as api:
+        before = _reports_counted(api)
+        statuses = {t: csp_reports.post_report(t, media_type, body, timeout) for t in targets}
         malformed = {
-            t: csp.post_report(t, media_type, csp.MALFORMED_REPORTS[media_type], timeout)
-            for t in targets
+            t: csp_reports.post_report(t, media_type, malformed_body, timeout) for t in targets
         }
-        after = csp.scrape_violation_reports(f"{api_url.rstrip('/')}/metrics", timeout)
+        after = _reports_counted(api)
     spark_evidence.note(
         f"POST {media_type}: well-formed -> "
         + ", ".join(f"{t} {s}" for t, s in statuses.items())
@@ -230,13 +226,22 @@ def test_report_endpoint_accepts(
         spark_evidence.measure("reports_counted_by_collector", after, unit="reports")
         spark_evidence.measure("reports_counted_during_check", after - before, unit="reports")
     else:
-        spark_evidence.note(f"{api_url}/metrics has no spark_csp_violations_total to count")
+        spark_evidence.note(f"{api_url}/metrics has no {csp_reports.VIOLATIONS_METRIC} to count")
     bad = {t: s for t, s in statuses.items() if s != 204}
     # One sub-check per report format, so that a run without one of them cannot pass B5.
-    name = REPORT_SUB_CHECKS[media_type]
-    spark_evidence.measure(name, len(bad), limit=limits["report_posts_not_204"])
-    assert not bad, (
-        f"a well-formed {media_type} report was not accepted with 204: "
+    spark_evidence.check(
+        REPORT_SUB_CHECKS[media_type],
+        len(bad),
+        limit=limits.b5.report_posts_not_204,
+        why=f"a well-formed {media_type} report was not accepted with 204: "
         + ", ".join(f"{t} answered {s}" for t, s in bad.items())
-        + "; browsers drop reports the collector refuses (see the collector's log)"
+        + "; browsers drop reports the collector refuses (see the collector's log)",
     )
+
+
+def _reports_counted(api: SparkApi) -> float | None:
+    """The collector's received-report count; None when the API's metrics cannot tell."""
+    try:
+        return csp_reports.violation_reports_counted(api.metrics())
+    except httpx.HTTPError:
+        return None

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
 
-from pytest_spark.config import Target
-from pytest_spark.evidence.records import CheckEvidence
+from pytest_spark import CheckEvidence, Reach, Target
 from pytest_spark.probes import grafana, prometheus
-
-Limits = dict[str, dict[str, float]]
-Reach = Callable[..., AbstractContextManager[list[str]]]
+from pytest_spark.probes.waiting import wait_until
+from suites.limits import Limits
 
 pytestmark = pytest.mark.blind_spot("B6")
 
@@ -33,22 +30,26 @@ def _targets(
     limits: Limits,
     spark_evidence: CheckEvidence,
     until: Callable[[Targets], bool] = prometheus.all_scraped,
+    awaited: str = "every scrape target scraped once",
 ) -> Targets:
     """Active targets once ``until`` holds or the wait runs out: Prometheus applies discovered
     targets a few seconds after it starts, and a target never scraped is neither up nor down."""
     with reach("prometheus_url") as [url]:
-        targets = prometheus.poll(
-            lambda: prometheus.fetch_targets(url), until, limits["B6"]["targets_wait_s"]
+        waited = wait_until(
+            limits.b6.targets_wait_s,
+            f"{awaited} at {url}",
+            lambda _: prometheus.fetch_targets(url),
+            until,
         )
     spark_evidence.note(
-        f"{len(targets)} active targets at {url}/api/v1/targets: "
-        + "; ".join(prometheus.describe_target(t) for t in targets)
+        f"{waited.describe()}; {len(waited.value)} active targets at {url}/api/v1/targets: "
+        + "; ".join(prometheus.describe_target(t) for t in waited.value)
     )
-    return targets
+    return waited.value
 
 
 def test_every_dashboard_variable_has_a_default(
-    spark_target: Target, spark_evidence: CheckEvidence, blind_spot_limits: Limits
+    spark_target: Target, spark_evidence: CheckEvidence, limits: Limits
 ) -> None:
     missing: list[str] = []
     for path in _dashboards(spark_target):
@@ -58,12 +59,13 @@ def test_every_dashboard_variable_has_a_default(
             + (", ".join(f"{v.name}={v.default}" for v in found) or "none")
         )
         missing += [f"{path.name}: ${v.name} ({v.kind})" for v in grafana.without_default(found)]
-    limit = blind_spot_limits["B6"]["variables_without_default"]
-    spark_evidence.measure("variables_without_default", len(missing), limit=limit)
-    assert len(missing) < limit, (
-        f"{len(missing)} dashboard variables have no default (current value): "
+    spark_evidence.check(
+        "variables_without_default",
+        len(missing),
+        limit=limits.b6.variables_without_default,
+        why=f"{len(missing)} dashboard variables have no default (current value): "
         + "; ".join(missing)
-        + " — the dashboard opens with nothing to query; save each variable with a value"
+        + " — the dashboard opens with nothing to query; save each variable with a value",
     )
 
 
@@ -89,9 +91,8 @@ def test_every_panel_returns_data(
     reach: Reach,
     spark_target: Target,
     spark_evidence: CheckEvidence,
-    blind_spot_limits: Limits,
+    limits: Limits,
 ) -> None:
-    limits = blind_spot_limits["B6"]
     queries: list[grafana.PanelQuery] = []
     for path in _dashboards(spark_target):
         queries += grafana.panel_queries(grafana.load_dashboard(path), path.name)
@@ -104,11 +105,16 @@ def test_every_panel_returns_data(
     runnable = [q for q in queries if not q.unresolved]
     # Judged once the targets have been scraped, and a rate() needs two scrapes in its window:
     # a panel still empty after the wait has a query that finds nothing.
-    _targets(reach, blind_spot_limits, spark_evidence)
+    _targets(reach, limits, spark_evidence)
     with reach("prometheus_url") as [url]:
-        results = prometheus.poll(
-            lambda: _run_panel_queries(url, runnable), _settled, limits["panel_data_wait_s"]
+        waited = wait_until(
+            limits.b6.panel_data_wait_s,
+            "every panel query with data",
+            lambda _: _run_panel_queries(url, runnable),
+            _settled,
         )
+    spark_evidence.note(waited.describe())
+    results = waited.value
     for query in runnable:
         result = results[query.where]
         expr = " ".join(query.expr.split())
@@ -118,12 +124,14 @@ def test_every_panel_returns_data(
         spark_evidence.note(f"{query.where}: {result.series} series for {expr}")
         if result.empty:
             empty.append(f"{query.where}: no data for {expr}")
-    limit = limits["empty_panel_queries"]
     spark_evidence.measure("panel_queries", len(queries))
-    spark_evidence.measure("empty_panel_queries", len(empty), limit=limit)
-    assert len(empty) < limit, (
-        f"{len(empty)} of {len(queries)} panel queries return no data with the dashboard's "
-        f"defaults (instant query at {url}): " + "; ".join(empty)
+    spark_evidence.check(
+        "empty_panel_queries",
+        len(empty),
+        limit=limits.b6.empty_panel_queries,
+        why=f"{len(empty)} of {len(queries)} panel queries return no data with the dashboard's "
+        f"defaults (instant query at {url}), so the release dashboard shows 'No data': "
+        + "; ".join(empty),
     )
 
 
@@ -131,41 +139,43 @@ def test_scrape_target_count_per_job(
     reach: Reach,
     spark_target: Target,
     spark_evidence: CheckEvidence,
-    blind_spot_limits: Limits,
+    limits: Limits,
 ) -> None:
     expected_file = Path(spark_target.require("ops_dir")) / "prometheus" / "targets.toml"
     expected = prometheus.load_expected_targets(expected_file)
-    targets = _targets(reach, blind_spot_limits, spark_evidence)
+    targets = _targets(reach, limits, spark_evidence)
     actual = prometheus.count_by_job(targets)
     mismatches = prometheus.count_mismatches(expected, targets)
     spark_evidence.note(f"expected per job ({expected_file.name}) {expected}; scraped {actual}")
     unexpected = sorted(set(actual) - set(expected))
     if unexpected:
         spark_evidence.note(f"jobs not in {expected_file.name} (not judged): {unexpected}")
-    limit = blind_spot_limits["B6"]["target_count_mismatches"]
-    spark_evidence.measure("target_count_mismatches", len(mismatches), limit=limit)
-    assert len(mismatches) < limit, (
-        "scrape target count differs from "
-        f"{expected_file}: "
+    spark_evidence.check(
+        "target_count_mismatches",
+        len(mismatches),
+        limit=limits.b6.target_count_mismatches,
+        why=f"scrape target count differs from {expected_file}, so some instances are not "
+        "monitored: "
         + "; ".join(
             f"job {j!r} expected {want}, Prometheus has {got}"
             for j, (want, got) in sorted(mismatches.items())
         )
-        + " — check the scrape config / service discovery of those jobs"
+        + " — check the scrape config / service discovery of those jobs",
     )
 
 
-def test_all_scrape_targets_up(
-    reach: Reach, spark_evidence: CheckEvidence, blind_spot_limits: Limits
-) -> None:
-    limits = blind_spot_limits["B6"]
-    targets = _targets(reach, blind_spot_limits, spark_evidence, until=prometheus.all_up)
+def test_all_scrape_targets_up(reach: Reach, spark_evidence: CheckEvidence, limits: Limits) -> None:
+    targets = _targets(
+        reach, limits, spark_evidence, until=prometheus.all_up, awaited="every scrape target up"
+    )
     assert targets, "Prometheus has no active scrape target at all"
     down = [t for t in targets if t.health != "up"]
-    spark_evidence.measure("targets_down", len(down), limit=limits["targets_down"])
-    assert len(down) < limits["targets_down"], (
-        f"{len(down)} of {len(targets)} scrape targets are not up after waiting "
-        f"{limits['targets_wait_s']:g} s: "
+    spark_evidence.check(
+        "targets_down",
+        len(down),
+        limit=limits.b6.targets_down,
+        why=f"{len(down)} of {len(targets)} scrape targets are not up after waiting "
+        f"{limits.b6.targets_wait_s:g} s, so their alerts cannot fire: "
         + "; ".join(prometheus.describe_target(t) for t in down)
-        + " — see Prometheus' Status > Targets page for the scrape error"
+        + " — see Prometheus' Status > Targets page for the scrape error",
     )

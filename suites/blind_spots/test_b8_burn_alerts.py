@@ -7,18 +7,15 @@ Release alerts are the alerting rules of the deployment's ops dir
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 
-from pytest_spark.config import Target
-from pytest_spark.evidence.records import CheckEvidence
+from pytest_spark import CheckEvidence, Reach, Target
 from pytest_spark.probes import alertmanager, prometheus
-
-Limits = dict[str, dict[str, float]]
-Reach = Callable[..., AbstractContextManager[list[str]]]
+from pytest_spark.probes.waiting import wait_until
+from suites.limits import Limits
 
 pytestmark = pytest.mark.blind_spot("B8")
 
@@ -56,11 +53,14 @@ def _labels(rules: list[prometheus.LoadedRule]) -> dict[str, Mapping[str, str]]:
 
 @pytest.mark.parametrize("speed", ["fast", "slow"], ids=["fast_1h_5m", "slow_6h_30m"])
 def test_burn_rate_alert_loaded_and_healthy(
-    speed: str, reach: Reach, spark_evidence: CheckEvidence, blind_spot_limits: Limits
+    speed: str, reach: Reach, spark_evidence: CheckEvidence, limits: Limits
 ) -> None:
-    limits = blind_spot_limits["B8"]
-    long_s, short_s = limits[f"{speed}_long_window_s"], limits[f"{speed}_short_window_s"]
-    factor = limits[f"{speed}_burn_factor"]
+    b8 = limits.b8
+    long_s, short_s, factor = (
+        (b8.fast_long_window_s, b8.fast_short_window_s, b8.fast_burn_factor)
+        if speed == "fast"
+        else (b8.slow_long_window_s, b8.slow_short_window_s, b8.slow_burn_factor)
+    )
     windows = prometheus.describe_windows([long_s, short_s])
 
     def candidates(rules: list[prometheus.LoadedRule]) -> list[prometheus.BurnRateAlert]:
@@ -69,11 +69,13 @@ def test_burn_rate_alert_loaded_and_healthy(
     with reach("prometheus_url") as [url]:
         # A rule file loaded a moment ago is listed but not evaluated yet (health "unknown");
         # one that is not listed at all was never loaded, and waiting will not change that.
-        rules = prometheus.poll(
-            lambda: prometheus.fetch_rules(url),
+        waited = wait_until(
+            b8.rules_evaluated_wait_s,
+            f"the {windows} burn-rate rules evaluated",
+            lambda _: prometheus.fetch_rules(url),
             lambda rs: not candidates(rs) or any(c.rule.healthy for c in candidates(rs)),
-            limits["rules_evaluated_wait_s"],
         )
+    rules = waited.value
     found = candidates(rules)
     alerts = prometheus.alerting(rules)
     spark_evidence.note(
@@ -88,23 +90,31 @@ def test_burn_rate_alert_loaded_and_healthy(
             or "none"
         )
     )
-    spark_evidence.measure(f"{speed}_burn_alerts_loaded", len(found), at_least=1)
-    assert found, (
-        f"no alerting rule in Prometheus at {url} reads both the {windows} windows (the "
-        f"{factor:g}x multiwindow burn-rate page); loaded alerts: "
-        + (", ".join(r.name for r in alerts) or "none")
-        + " — check ops/prometheus/rules and Prometheus' rule_files"
-    )
     with_factor = [c for c in found if c.has_factor]
-    assert with_factor, (
-        f"{', '.join(c.rule.name for c in found)} read the {windows} windows but none compares "
-        f"against the {factor:g}x burn rate"
-    )
     healthy = [c for c in with_factor if c.rule.healthy]
-    assert healthy, f"the {windows} burn-rate alert is loaded but not healthy: " + "; ".join(
-        f"{c.rule.name} in {c.rule.file} health={c.rule.health} "
-        f"lastError={c.rule.last_error!r} lastEvaluation={c.rule.last_evaluation}"
-        for c in with_factor
+    if not found:
+        why = (
+            f"no alerting rule in Prometheus at {url} reads both the {windows} windows (the "
+            f"{factor:g}x multiwindow burn-rate page); loaded alerts: "
+            + (", ".join(r.name for r in alerts) or "none")
+            + " — check ops/prometheus/rules and Prometheus' rule_files"
+        )
+    elif not with_factor:
+        why = (
+            f"{', '.join(c.rule.name for c in found)} read the {windows} windows but none "
+            f"compares against the {factor:g}x burn rate"
+        )
+    else:
+        why = f"the {windows} burn-rate alert is loaded but not healthy: " + "; ".join(
+            f"{c.rule.name} in {c.rule.file} health={c.rule.health} "
+            f"lastError={c.rule.last_error!r} lastEvaluation={c.rule.last_evaluation}"
+            for c in with_factor
+        )
+    spark_evidence.check(
+        f"{speed}_burn_alerts_loaded",
+        len(healthy),
+        at_least=b8.burn_alerts_loaded_at_least,
+        why=f"{why} (without it the error budget burns with nobody paged)",
     )
 
 
@@ -112,7 +122,7 @@ def test_no_active_silence_matches_a_release_alert(
     reach: Reach,
     spark_target: Target,
     spark_evidence: CheckEvidence,
-    blind_spot_limits: Limits,
+    limits: Limits,
 ) -> None:
     alerts = _labels(_release_alerts(reach, spark_target, spark_evidence))
     with reach("alertmanager_url") as [url]:
@@ -123,12 +133,13 @@ def test_no_active_silence_matches_a_release_alert(
         + ("; ".join(s.describe() for s in active) or "none")
     )
     hits = alertmanager.silencing(silences, alerts)
-    limit = blind_spot_limits["B8"]["silenced_release_alerts"]
-    spark_evidence.measure("silenced_release_alerts", len(hits), limit=limit)
-    assert len(hits) < limit, (
-        f"{len(hits)} active silences mute release alerts: "
+    spark_evidence.check(
+        "silenced_release_alerts",
+        len(hits),
+        limit=limits.b8.silenced_release_alerts,
+        why=f"{len(hits)} active silences mute release alerts, which would fire unseen: "
         + "; ".join(f"{alert} muted by {s.describe()}" for s, alert in hits)
-        + f" — expire them (DELETE {url}/api/v2/silence/<id>) before the release"
+        + f" — expire them (DELETE {url}/api/v2/silence/<id>) before the release",
     )
 
 
@@ -136,7 +147,7 @@ def test_every_release_alert_has_severity_and_runbook(
     reach: Reach,
     spark_target: Target,
     spark_evidence: CheckEvidence,
-    blind_spot_limits: Limits,
+    limits: Limits,
 ) -> None:
     loaded = _release_alerts(reach, spark_target, spark_evidence)
     missing = []
@@ -148,10 +159,12 @@ def test_every_release_alert_has_severity_and_runbook(
             gaps.append("runbook_url annotation")
         if gaps:
             missing.append(f"{rule.name} ({rule.file}): no {' and no '.join(gaps)}")
-    limit = blind_spot_limits["B8"]["alerts_without_severity_or_runbook"]
-    spark_evidence.measure("alerts_without_severity_or_runbook", len(missing), limit=limit)
-    assert len(missing) < limit, (
-        f"{len(missing)} of {len(loaded)} release alerts cannot be triaged: " + "; ".join(missing)
+    spark_evidence.check(
+        "alerts_without_severity_or_runbook",
+        len(missing),
+        limit=limits.b8.alerts_without_severity_or_runbook,
+        why=f"{len(missing)} of {len(loaded)} release alerts cannot be triaged by whoever is "
+        "paged: " + "; ".join(missing),
     )
 
 
@@ -159,7 +172,7 @@ def test_every_release_alert_routes_to_a_receiver_with_an_integration(
     reach: Reach,
     spark_target: Target,
     spark_evidence: CheckEvidence,
-    blind_spot_limits: Limits,
+    limits: Limits,
 ) -> None:
     alerts = _labels(_release_alerts(reach, spark_target, spark_evidence))
     with reach("alertmanager_url") as [url]:
@@ -169,10 +182,11 @@ def test_every_release_alert_routes_to_a_receiver_with_an_integration(
         + "; ".join(alertmanager.describe_routes(config, alerts))
     )
     findings = alertmanager.routing_findings(config, alerts)
-    limit = blind_spot_limits["B8"]["unrouted_alerts"]
-    spark_evidence.measure("unrouted_alerts", len(findings), limit=limit)
-    assert len(findings) < limit, (
-        f"{len(findings)} release alerts would notify nobody: "
+    spark_evidence.check(
+        "unrouted_alerts",
+        len(findings),
+        limit=limits.b8.unrouted_alerts,
+        why=f"{len(findings)} release alerts would notify nobody: "
         + "; ".join(f"{f.alert} {f.problem}" for f in findings)
-        + " — fix the route tree or the receiver in alertmanager.yml"
+        + " — fix the route tree or the receiver in alertmanager.yml",
     )

@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 
-from pytest_spark.config import Target
+from pytest_spark import Target
 from pytest_spark.probes import pacts
+from pytest_spark.probes.postgres import Postgres
+from pytest_spark.probes.spark_api import SparkApi
 
 from . import order_event_contract, web_contract
 
@@ -54,7 +56,11 @@ def web_states(spark_target: Target, provider_state_url: str) -> pacts.StateHand
             hook(state, action, parameters)
         elif action == "setup":
             params = parameters or {}
-            pacts.place_order(api_url, params["order"], str(params["idempotency_key"]))
+            # The key exactly as the pact's request header carries it, so the replay matches.
+            with SparkApi(api_url, pacts.REQUEST_TIMEOUT_S) as api:
+                api.submit(
+                    params["order"], str(params["idempotency_key"]), as_sf_string=False
+                ).expect(201, what=f"placing the order of state {state!r}")
 
     return change
 
@@ -75,8 +81,10 @@ def order_event_producer(spark_target: Target) -> pacts.MessageProducer:
             "price": "285.25",
         }
         # A fresh key: the event must come from a new order, not a replay of an old one.
-        order = pacts.place_order(api_url, ticket, f"k2-{uuid.uuid4()}")
-        row = pacts.read_outbox_event(dsn, int(order["id"]))
+        with SparkApi(api_url, pacts.REQUEST_TIMEOUT_S) as api:
+            order = api.submit(ticket, f"k2-{uuid.uuid4()}").expect(201, what="the K2 order")
+        with Postgres(dsn, pacts.REQUEST_TIMEOUT_S) as db:
+            row = db.outbox_event(int(order["id"]))
         return {
             "contents": pacts.delivery_body(row),
             "metadata": {"contentType": "application/json"},

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
 
-from pytest_spark.evidence.records import CheckEvidence
+from pytest_spark import CheckEvidence, Reach
 from pytest_spark.probes import pacts
+from suites.limits import Limits
 
 from .web_contract import PROVIDER
-
-Reach = Callable[..., AbstractContextManager[list[str]]]
 
 pytestmark = pytest.mark.contract("K1")
 
@@ -24,6 +21,7 @@ def test_web_pact_verified_against_provider(
     web_api_pact: Path,
     web_states: pacts.StateHandler,
     spark_evidence: CheckEvidence,
+    limits: Limits,
 ) -> None:
     spark_evidence.attach(f"pact-{web_api_pact.name}", web_api_pact)
     with reach("api_url") as [api_url]:
@@ -39,8 +37,15 @@ def test_web_pact_verified_against_provider(
     spark_evidence.measure(
         "pact_interactions_verified", len(verification.interactions) - len(verification.failed)
     )
-    # A limit of 1 means "none allowed", as in every count limit of the gate.
-    spark_evidence.measure("pact_interactions_failed", len(verification.failed), limit=1)
+    spark_evidence.check(
+        "pact_interactions_failed",
+        len(verification.failed),
+        limit=limits.k1.pact_interactions_failed,
+        why=f"the web UI's pact does not hold against {api_url}, so the UI would break on this "
+        f"release (verifier output attached as verification-{web_api_pact.stem}.txt): "
+        f"{verification.summary()}",
+    )
+    # Verifier errors outside any interaction (a failed provider state) fail it as well.
     assert verification.verified, (
         f"the web UI's pact does not hold against {api_url} (verifier output attached as "
         f"verification-{web_api_pact.stem}.txt): {verification.summary()}"

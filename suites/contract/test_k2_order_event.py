@@ -11,25 +11,23 @@ waiting for a delivery would make the check depend on the publisher's timing.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
 
-from pytest_spark.evidence.records import CheckEvidence
+from pytest_spark import CheckEvidence, Reach
 from pytest_spark.probes import pacts
+from suites.limits import Limits
 
 from . import order_event_contract
 from .order_event_contract import PROVIDER
-
-Reach = Callable[..., AbstractContextManager[list[str]]]
 
 pytestmark = pytest.mark.contract("K2")
 
 
 def test_ledger_handles_the_declared_event(order_event_pact: Path) -> None:
-    # Writing the pact ran the ledger's handling over the declared message; check the file.
+    # Writing the pact ran the ledger's expectations over the declared message (a refusal
+    # fails the fixture); check the file it wrote.
     doc = json.loads(order_event_pact.read_text())
     [interaction] = doc["interactions"]
     assert interaction["description"] == order_event_contract.DESCRIPTION, interaction
@@ -42,6 +40,7 @@ def test_order_event_pact_verified_against_provider(
     provider_state_url: str,
     order_event_producer: pacts.MessageProducer,
     spark_evidence: CheckEvidence,
+    limits: Limits,
 ) -> None:
     spark_evidence.attach(f"pact-{order_event_pact.name}", order_event_pact)
     with reach("api_url", "postgres_dsn"):
@@ -57,8 +56,15 @@ def test_order_event_pact_verified_against_provider(
     )
     verification = run.verification
     spark_evidence.note(verification.summary())
-    # A limit of 1 means "none allowed", as in every count limit of the gate.
-    spark_evidence.measure("pact_messages_failed", len(verification.failed), limit=1)
+    spark_evidence.check(
+        "pact_messages_failed",
+        len(verification.failed),
+        limit=limits.k2.pact_messages_failed,
+        why="the order event the target produces breaks the ledger's pact, so the ledger "
+        "would refuse or mis-book accepted orders (verifier output attached as "
+        f"verification-{order_event_pact.stem}.txt): {verification.summary()}",
+    )
+    # Verifier errors outside any message (a failed provider state) fail it as well.
     assert verification.verified, (
         "the order event the target produces breaks the ledger's pact (verifier output "
         f"attached as verification-{order_event_pact.stem}.txt): {verification.summary()}"

@@ -5,19 +5,16 @@ the checklist marks K3 NOT-REQUIRED and this check has nothing to ask."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 
 import pytest
 
-from pytest_spark.config import SparkConfig, Target
-from pytest_spark.evidence.records import CheckEvidence
+from pytest_spark import CheckEvidence, Reach, SparkConfig, Target
 from pytest_spark.probes import pacts
+from suites.limits import Limits
 
 from .order_event_contract import PROVIDER as OUTBOX
 from .web_contract import PROVIDER as API
 
-Reach = Callable[..., AbstractContextManager[list[str]]]
 ENVIRONMENT = "production"
 
 pytestmark = pytest.mark.contract("K3")
@@ -30,6 +27,7 @@ def test_can_i_deploy(
     spark_target: Target,
     spark_config: SparkConfig,
     spark_evidence: CheckEvidence,
+    limits: Limits,
 ) -> None:
     # Without a pact_broker_url the gate does not run this test at all (K3 is NOT-REQUIRED).
     token = spark_target.require("pact_broker_token")
@@ -38,10 +36,10 @@ def test_can_i_deploy(
         decision, doc = pacts.can_i_deploy(broker_url, token, pacticipant, version, ENVIRONMENT)
     spark_evidence.attach(f"can-i-deploy-{pacticipant}.json", json.dumps(doc, indent=2).encode())
     spark_evidence.note(decision.summary())
-    spark_evidence.measure(
-        f"{pacticipant.replace('-', '_')}_not_deployable", int(not decision.deployable), limit=1
-    )
-    assert decision.deployable, (
-        f"the Pact Broker says no: {decision.summary()} (check the broker's matrix for "
-        f"{pacticipant} {version})"
+    spark_evidence.check(
+        f"{pacticipant.replace('-', '_')}_not_deployable",
+        int(not decision.deployable),
+        limit=limits.k3.not_deployable,
+        why=f"the Pact Broker says no, a consumer's contract would break in production: "
+        f"{decision.summary()} (check the broker's matrix for {pacticipant} {version})",
     )

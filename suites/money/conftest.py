@@ -1,14 +1,11 @@
-"""Money-rule fixtures: settings from ``ops/money.toml``, the listed instruments, reaching the
-target, and Hypothesis properties run against the live API with a fixed seed and a bounded
-number of orders."""
+"""Money-rule fixtures: Hypothesis properties run against the live API with a fixed seed and a
+bounded number of orders (settings from ``[hypothesis]`` of ``ops/money.toml``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterator
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Generic, TypeVar, cast
+from typing import Generic, TypeVar, cast
 
 import httpx
 import psycopg
@@ -16,42 +13,12 @@ import pytest
 from hypothesis import HealthCheck, given, reject, seed, settings
 from hypothesis import strategies as st
 
-from pytest_spark.config import Target
-from pytest_spark.evidence.records import CheckEvidence
-from pytest_spark.probes import money, orders
-
-SETTINGS_FILE = Path(__file__).resolve().parents[2] / "ops" / "money.toml"
+from pytest_spark import CheckEvidence
+from pytest_spark.probes import orders
+from suites.limits import Limits
 
 Case = TypeVar("Case", bound=Hashable)
 UNREACHABLE = (OSError, psycopg.OperationalError, httpx.HTTPError)
-
-
-@pytest.fixture(scope="session")
-def money_settings() -> dict[str, dict[str, Any]]:
-    """``money_settings["M1"]["commission_examples"]``, ``money_settings["hypothesis"]["seed"]``."""
-    return orders.load_settings(SETTINGS_FILE)
-
-
-@pytest.fixture
-def api_client(money_settings: dict[str, dict[str, Any]]) -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=float(money_settings["market"]["http_timeout_s"])) as client:
-        yield client
-
-
-@pytest.fixture
-def instruments(
-    reach: Callable[..., AbstractContextManager[list[str]]],
-    spark_target: Target,
-    api_client: httpx.Client,
-    money_settings: dict[str, dict[str, Any]],
-) -> list[money.Instrument]:
-    """The listed symbols with base price and tick as ``GET /api/market/{symbol}`` reports."""
-    listed = spark_target.endpoints.get("market_symbols", "")
-    symbols = [s.strip() for s in listed.split(",") if s.strip()] or list(
-        money_settings["market"]["symbols"]
-    )
-    with reach("api_url") as [api_url]:
-        return [money.read_instrument(api_client, api_url, symbol) for symbol in symbols]
 
 
 @dataclass
@@ -156,17 +123,15 @@ class PropertyRunner:
 
 @pytest.fixture
 def run_property(
-    request: pytest.FixtureRequest,
-    money_settings: dict[str, dict[str, Any]],
-    spark_evidence: CheckEvidence,
+    request: pytest.FixtureRequest, limits: Limits, spark_evidence: CheckEvidence
 ) -> PropertyRunner:
     """``run_property(strategy, check, examples=N)``; the seed is ``--hypothesis-seed`` when
     given, else ``[hypothesis] seed`` of ``ops/money.toml``."""
     given_seed = request.config.getoption("hypothesis_seed", default=None)
     return PropertyRunner(
-        seed=int(given_seed if given_seed is not None else money_settings["hypothesis"]["seed"]),
+        seed=int(given_seed if given_seed is not None else limits.hypothesis.seed),
         seed_from_command_line=given_seed is not None,
-        max_orders=int(money_settings["hypothesis"]["max_orders_per_property"]),
+        max_orders=limits.hypothesis.max_orders_per_property,
         nodeid=request.node.nodeid,
         evidence=spark_evidence,
     )

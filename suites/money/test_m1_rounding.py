@@ -10,20 +10,17 @@ pass for a rounding error here.
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-import httpx
 import pytest
 from hypothesis import strategies as st
 
-from pytest_spark.evidence.records import CheckEvidence
+from pytest_spark import CheckEvidence, Reach
 from pytest_spark.probes import money, orders
-
-Reach = Callable[..., AbstractContextManager[list[str]]]
-Settings = dict[str, dict[str, Any]]
+from pytest_spark.probes.spark_api import SparkApi, Ticket, new_account, new_key
+from suites.limits import Limits
 
 pytestmark = pytest.mark.money("M1")
 
@@ -35,9 +32,9 @@ def aligned_prices(instrument: money.Instrument) -> list[Decimal]:
     return money.aligned_prices_near(instrument.base_price, instrument.band, 10_000)
 
 
-def drawn_tickets(instrument: money.Instrument, account: str) -> st.SearchStrategy[orders.Ticket]:
+def drawn_tickets(instrument: money.Instrument, account: str) -> st.SearchStrategy[Ticket]:
     return st.builds(
-        orders.Ticket,
+        Ticket,
         st.just(account),
         st.just(instrument.symbol),
         st.sampled_from(["buy", "sell"]),
@@ -48,26 +45,23 @@ def drawn_tickets(instrument: money.Instrument, account: str) -> st.SearchStrate
 
 def test_commission_rounds_half_even(
     reach: Reach,
-    api_client: httpx.Client,
+    spark_api: SparkApi,
     instruments: list[money.Instrument],
     run_property: Callable[..., Any],
     spark_evidence: CheckEvidence,
-    money_settings: Settings,
+    limits: Limits,
 ) -> None:
-    limits = money_settings["M1"]
-    account = orders.new_account("m1-commission")
+    account = new_account("m1-commission")
     # The cases where half-even and half-up disagree (even lower neighbour) go first.
     half_way = sorted(money.commission_cases(instruments), key=lambda c: c.neighbour != "even")
     tickets = st.one_of(
-        st.sampled_from(
-            [orders.Ticket(account, c.symbol, "buy", c.quantity, c.price) for c in half_way]
-        ),
+        st.sampled_from([Ticket(account, c.symbol, "buy", c.quantity, c.price) for c in half_way]),
         st.sampled_from(instruments).flatmap(lambda i: drawn_tickets(i, account)),
     )
-    with reach("api_url") as [api_url]:
+    with reach("api_url"):
 
-        def check(ticket: orders.Ticket) -> str | None:
-            reply = orders.submit(api_client, api_url, ticket, orders.new_key())
+        def check(ticket: Ticket) -> str | None:
+            reply = spark_api.submit(ticket, new_key())
             if reply.status != 201:
                 return f"{ticket.describe()} answered {reply.describe()}, expected 201"
             got = money.as_decimal(reply.field("commission"))
@@ -78,19 +72,19 @@ def test_commission_rounds_half_even(
             return None
 
         result = run_property(
-            tickets, check, examples=int(limits["commission_examples"]), describe=_ticket
+            tickets, check, examples=limits.m1.commission_examples, describe=_ticket
         )
     spark_evidence.note(
         f"{len(half_way)} half-way commissions among the candidates (account {account})"
     )
-    limit = limits["commission_mismatches"]
-    spark_evidence.measure(
-        "commission_mismatches", len(result.findings), unit="orders", limit=limit
-    )
-    assert len(result.findings) < limit, (
-        f"{len(result.findings)} of {result.examples} orders have a commission that is not "
-        f"notional × 5 bps rounded half-even to 0.01 (limit {limit:g}); "
-        f"{result.failure(_ticket)} (see attachment failing_cases)"
+    spark_evidence.check(
+        "commission_mismatches",
+        len(result.findings),
+        limit=limits.m1.commission_mismatches,
+        unit="orders",
+        why=f"{len(result.findings)} of {result.examples} orders have a commission that is not "
+        "notional × 5 bps rounded half-even to 0.01, so fees drift by a cent; "
+        f"{result.failure(_ticket)} (see attachment failing_cases)",
     )
 
 
@@ -133,52 +127,51 @@ def half_way_positions(instruments: list[money.Instrument]) -> list[PositionCase
 
 def test_position_amounts_round_half_even(
     reach: Reach,
-    api_client: httpx.Client,
+    spark_api: SparkApi,
     instruments: list[money.Instrument],
     run_property: Callable[..., Any],
     spark_evidence: CheckEvidence,
-    money_settings: Settings,
+    limits: Limits,
 ) -> None:
-    limits = money_settings["M1"]
     cases = st.one_of(
         st.sampled_from(half_way_positions(instruments)),
         st.sampled_from(instruments).flatmap(drawn_positions),
     )
-    with reach("api_url") as [api_url]:
+    with reach("api_url"):
 
         def check(case: PositionCase) -> str | None:
-            return position_finding(api_client, api_url, case)
+            return position_finding(spark_api, case)
 
         result = run_property(
             cases,
             check,
-            examples=int(limits["position_examples"]),
+            examples=limits.m1.position_examples,
             cost=lambda _: 3,
             describe=PositionCase.describe,
         )
-    limit = limits["position_amount_mismatches"]
-    spark_evidence.measure(
-        "position_amount_mismatches", len(result.findings), unit="positions", limit=limit
-    )
-    assert len(result.findings) < limit, (
-        f"{len(result.findings)} of {result.examples} positions have an average price (0.0001) "
-        f"or realised P&L (0.01) that is not half-even (limit {limit:g}); "
-        f"{result.failure(PositionCase.describe)} (see attachment failing_cases)"
+    spark_evidence.check(
+        "position_amount_mismatches",
+        len(result.findings),
+        limit=limits.m1.position_amount_mismatches,
+        unit="positions",
+        why=f"{len(result.findings)} of {result.examples} positions have an average price "
+        "(0.0001) or realised P&L (0.01) that is not half-even, so P&L statements are off; "
+        f"{result.failure(PositionCase.describe)} (see attachment failing_cases)",
     )
 
 
-def position_finding(client: httpx.Client, api_url: str, case: PositionCase) -> str | None:
+def position_finding(api: SparkApi, case: PositionCase) -> str | None:
     """Each step's amount against the oracle applied to the position the API reported before."""
-    account = orders.new_account("m1-position")
+    account = new_account("m1-position")
     (p1, q1), (p2, q2) = case.buys
     steps = [("buy", p1, q1), ("buy", p2, q2), ("sell", *case.sell)]
     held: dict[str, Any] = {}
     for step, (side, price, quantity) in enumerate(steps):
-        ticket = orders.Ticket(account, case.symbol, side, quantity, price)
-        reply = orders.submit(client, api_url, ticket, orders.new_key())
+        ticket = Ticket(account, case.symbol, side, quantity, price)
+        reply = api.submit(ticket, new_key())
         if reply.status != 201:
             return f"{ticket.describe()} answered {reply.describe()}, expected 201"
-        before, held = held, _position(client, api_url, account, case.symbol)
+        before, held = held, api.position(account, case.symbol)
         avg, pnl = (
             money.as_decimal(held.get("average_price")),
             money.as_decimal(held.get("realised_pnl")),
@@ -204,12 +197,5 @@ def position_finding(client: httpx.Client, api_url: str, case: PositionCase) -> 
     return None
 
 
-def _position(client: httpx.Client, api_url: str, account: str, symbol: str) -> dict[str, Any]:
-    for position in orders.read_positions(client, api_url, account):
-        if position.get("symbol") == symbol:
-            return dict(position)
-    return {}
-
-
-def _ticket(ticket: orders.Ticket) -> str:
+def _ticket(ticket: Ticket) -> str:
     return ticket.describe()

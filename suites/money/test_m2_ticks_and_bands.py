@@ -10,19 +10,16 @@ orders at and one tick beyond each limit are answered.
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from decimal import Decimal
 from typing import Any
 
-import httpx
 import pytest
 from hypothesis import strategies as st
 
-from pytest_spark.evidence.records import CheckEvidence
+from pytest_spark import CheckEvidence, Reach
 from pytest_spark.probes import money, orders
-
-Reach = Callable[..., AbstractContextManager[list[str]]]
-Settings = dict[str, dict[str, Any]]
+from pytest_spark.probes.spark_api import SparkApi, Ticket, new_account, new_key
+from suites.limits import Limits
 
 pytestmark = pytest.mark.money("M2")
 
@@ -37,14 +34,13 @@ def drawn_prices(instrument: money.Instrument) -> st.SearchStrategy[money.TickCa
 
 def test_only_prices_on_the_tick_grid_are_accepted(
     reach: Reach,
-    api_client: httpx.Client,
+    spark_api: SparkApi,
     instruments: list[money.Instrument],
     run_property: Callable[..., Any],
     spark_evidence: CheckEvidence,
-    money_settings: Settings,
+    limits: Limits,
 ) -> None:
-    limits = money_settings["M2"]
-    account = orders.new_account("m2-tick")
+    account = new_account("m2-tick")
     edges, unreachable = money.band_edge_cases(instruments)
     if unreachable:
         spark_evidence.note(
@@ -52,41 +48,41 @@ def test_only_prices_on_the_tick_grid_are_accepted(
             + ", ".join(str(e) for e in unreachable)
         )
     cases = st.one_of(st.sampled_from(edges), st.sampled_from(instruments).flatmap(drawn_prices))
-    with reach("api_url") as [api_url]:
+    with reach("api_url"):
 
         def check(case: money.TickCase) -> str | None:
-            ticket = orders.Ticket(account, case.symbol, "buy", 1, case.price)
-            reply = orders.submit(api_client, api_url, ticket, orders.new_key())
+            ticket = Ticket(account, case.symbol, "buy", 1, case.price)
+            reply = spark_api.submit(ticket, new_key())
             if case.aligned:
                 if reply.status != 201:
                     return f"aligned (tick {case.tick}) but answered {reply.describe()}"
                 return None
-            return money.tick_rejection_finding(case, money.OrderAnswer(reply.status, reply.body))
+            return orders.tick_rejection_finding(case, reply)
 
-        result = run_property(
-            cases, check, examples=int(limits["tick_examples"]), describe=_tick_case
-        )
-    limit = limits["tick_grid_findings"]
-    spark_evidence.measure("tick_grid_findings", len(result.findings), unit="prices", limit=limit)
-    assert len(result.findings) < limit, (
-        f"{len(result.findings)} of {result.examples} prices were answered against the BIST "
-        f"tick grid (aligned must be accepted, off-grid refused with 400 tick_misaligned naming "
-        f"the tick; limit {limit:g}); {result.failure(_tick_case)} "
-        "(see attachment failing_cases)"
+        result = run_property(cases, check, examples=limits.m2.tick_examples, describe=_tick_case)
+    spark_evidence.check(
+        "tick_grid_findings",
+        len(result.findings),
+        limit=limits.m2.tick_grid_findings,
+        unit="prices",
+        why=f"{len(result.findings)} of {result.examples} prices were answered against the BIST "
+        "tick grid (aligned must be accepted, off-grid refused with 400 tick_misaligned naming "
+        f"the tick, or the exchange refuses them later); {result.failure(_tick_case)} "
+        "(see attachment failing_cases)",
     )
 
 
 def test_market_bands_rounded_inward(
     reach: Reach,
-    api_client: httpx.Client,
+    spark_api: SparkApi,
     instruments: list[money.Instrument],
     spark_evidence: CheckEvidence,
-    money_settings: Settings,
+    limits: Limits,
 ) -> None:
     findings, rows = [], []
-    with reach("api_url") as [api_url]:
+    with reach("api_url"):
         for instrument in instruments:
-            band = orders.read_market(api_client, api_url, instrument.symbol).get("band") or {}
+            band = spark_api.market(instrument.symbol).get("band") or {}
             shown = (money.as_decimal(band.get("lower")), money.as_decimal(band.get("upper")))
             lower, upper = instrument.band
             rows.append((instrument.symbol, instrument.base_price, lower, upper, *shown))
@@ -99,11 +95,15 @@ def test_market_bands_rounded_inward(
         "m2_bands",
         money.table(("symbol", "base", "lower", "upper", "api lower", "api upper"), rows),
     )
-    limit = money_settings["M2"]["band_findings"]
-    spark_evidence.measure("band_findings", len(findings), unit="instruments", limit=limit)
-    assert len(findings) < limit, (
-        f"{len(findings)} of {len(instruments)} price bands are not base ± 20 % rounded inward "
-        f"to the tick grid (limit {limit:g}): " + "; ".join(findings) + " (attachment m2_bands)"
+    spark_evidence.check(
+        "band_findings",
+        len(findings),
+        limit=limits.m2.band_findings,
+        unit="instruments",
+        why=f"{len(findings)} of {len(instruments)} price bands are not base ± 20 % rounded "
+        "inward to the tick grid, so the API shows limits the exchange does not trade at: "
+        + "; ".join(findings)
+        + " (attachment m2_bands)",
     )
 
 
@@ -123,19 +123,19 @@ def limit_prices(instrument: money.Instrument) -> list[tuple[Decimal, bool, str]
 
 def test_orders_at_the_band_limits(
     reach: Reach,
-    api_client: httpx.Client,
+    spark_api: SparkApi,
     instruments: list[money.Instrument],
     spark_evidence: CheckEvidence,
-    money_settings: Settings,
+    limits: Limits,
 ) -> None:
-    account = orders.new_account("m2-band")
+    account = new_account("m2-band")
     findings, rows = [], []
-    with reach("api_url") as [api_url]:
+    with reach("api_url"):
         for instrument in instruments:
             lower, upper = instrument.band
             for price, accepted, where in limit_prices(instrument):
-                ticket = orders.Ticket(account, instrument.symbol, "buy", 1, price)
-                reply = orders.submit(api_client, api_url, ticket, orders.new_key())
+                ticket = Ticket(account, instrument.symbol, "buy", 1, price)
+                reply = spark_api.submit(ticket, new_key())
                 rows.append((instrument.symbol, price, where, reply.describe()))
                 named = (
                     money.as_decimal(reply.field("lower")),
@@ -156,13 +156,16 @@ def test_orders_at_the_band_limits(
     spark_evidence.attach(
         "m2_band_limit_orders", money.table(("symbol", "price", "case", "api"), rows)
     )
-    limit = money_settings["M2"]["band_edge_findings"]
-    spark_evidence.measure("band_edge_findings", len(findings), unit="orders", limit=limit)
-    assert len(findings) < limit, (
-        f"{len(findings)} of {len(rows)} orders at or one tick beyond a price limit were "
-        f"answered wrongly (limit {limit:g}): "
+    spark_evidence.check(
+        "band_edge_findings",
+        len(findings),
+        limit=limits.m2.band_edge_findings,
+        unit="orders",
+        why=f"{len(findings)} of {len(rows)} orders at or one tick beyond a price limit were "
+        "answered wrongly (the limits must be accepted, one tick outside refused with "
+        "price_out_of_band naming the band): "
         + "; ".join(findings)
-        + " (attachment m2_band_limit_orders)"
+        + " (attachment m2_band_limit_orders)",
     )
 
 

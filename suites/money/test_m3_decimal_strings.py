@@ -9,18 +9,16 @@ own precision-error counter (rollback trigger T14) must stay at zero.
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from typing import Any
 
-import httpx
 import pytest
 from hypothesis import strategies as st
 
-from pytest_spark.evidence.records import CheckEvidence
-from pytest_spark.probes import money, orders
-
-Reach = Callable[..., AbstractContextManager[list[str]]]
-Settings = dict[str, dict[str, Any]]
+from pytest_spark import CheckEvidence, Reach
+from pytest_spark.probes import money, orders, prometheus
+from pytest_spark.probes.postgres import Postgres
+from pytest_spark.probes.spark_api import PRECISION_ERRORS, SparkApi, Ticket, new_account, new_key
+from suites.limits import Limits
 
 pytestmark = pytest.mark.money("M3")
 
@@ -54,45 +52,44 @@ def wire_findings(where: str, document: Any, scales: dict[str, int]) -> list[str
 
 def test_order_money_is_a_decimal_string_equal_to_the_database(
     reach: Reach,
-    api_client: httpx.Client,
+    spark_api: SparkApi,
     instruments: list[money.Instrument],
     run_property: Callable[..., Any],
     spark_evidence: CheckEvidence,
-    money_settings: Settings,
+    limits: Limits,
 ) -> None:
-    limits = money_settings["M3"]
-    timeout = float(money_settings["market"]["db_connect_timeout_s"])
-    account = orders.new_account("m3-wire")
-    with reach("api_url", "postgres_dsn") as [api_url, dsn]:
+    account = new_account("m3-wire")
+    with (
+        reach("api_url", "postgres_dsn") as [_, dsn],
+        Postgres(dsn, limits.market.db_connect_timeout_s) as db,
+    ):
         market_findings = [
             finding
             for i in instruments
             for finding in wire_findings(
-                f"GET /api/market/{i.symbol}",
-                orders.read_market(api_client, api_url, i.symbol),
-                MARKET_SCALES,
+                f"GET /api/market/{i.symbol}", spark_api.market(i.symbol), MARKET_SCALES
             )
         ]
 
         def check(case: tuple[str, str, int, Any]) -> str | None:
-            ticket = orders.Ticket(account, *case)
-            reply = orders.submit(api_client, api_url, ticket, orders.new_key())
+            ticket = Ticket(account, *case)
+            reply = spark_api.submit(ticket, new_key())
             if reply.status != 201:
                 return f"{ticket.describe()} answered {reply.describe()}, expected 201"
             found = wire_findings("POST /api/orders", reply.body, ORDER_SCALES)
-            read_back = orders.read_order(api_client, api_url, reply.field("id"))
+            read_back = spark_api.order(reply.field("id"))
             found += wire_findings("GET /api/orders/{id}", read_back, ORDER_SCALES)
-            stored = orders.order_amounts(dsn, int(reply.field("id")), timeout)
+            stored = db.order_amounts(int(reply.field("id")))
             sent = (reply.field("price"), reply.field("commission"))
             if stored is None or tuple(map(str, sent)) != stored:
                 found.append(f"the API answered price, commission {sent}, the database {stored}")
-            positions = orders.read_positions(api_client, api_url, account)
+            positions = spark_api.positions(account)
             found += [
                 f
                 for p in positions
                 for f in wire_findings("GET /api/positions", p, POSITION_SCALES)
             ]
-            booked = orders.position_amounts(dsn, account, timeout)
+            booked = db.position_amounts(account)
             for p in positions:
                 shown = (p.get("average_price"), p.get("realised_pnl"))
                 if tuple(map(str, shown)) != booked.get(str(p.get("symbol"))):
@@ -105,27 +102,31 @@ def test_order_money_is_a_decimal_string_equal_to_the_database(
         result = run_property(
             st.sampled_from(instruments).flatmap(drawn_tickets),
             check,
-            examples=int(limits["wire_examples"]),
+            examples=limits.m3.wire_examples,
             describe=lambda c: f"{c[1]} {c[2]} {c[0]} @ {c[3]}",
         )
     total = len(result.findings) + len(market_findings)
-    limit = limits["wire_findings"]
-    spark_evidence.measure("wire_findings", total, unit="documents", limit=limit)
-    assert total < limit, (
-        f"{total} answers carry money that is not a decimal string at its scale equal to the "
-        f"database's numeric (limit {limit:g}): "
+    spark_evidence.check(
+        "wire_findings",
+        total,
+        limit=limits.m3.wire_findings,
+        unit="documents",
+        why=f"{total} answers carry money that is not a decimal string at its scale equal to "
+        "the database's numeric, so clients parse amounts through floats: "
         + "; ".join(market_findings[:4])
         + f" {result.failure(lambda c: f'{c[1]} {c[2]} {c[0]} @ {c[3]}')} "
-        "(see attachment failing_cases)"
+        "(see attachment failing_cases)",
     )
 
 
 def test_money_columns_are_numeric(
-    reach: Reach, spark_evidence: CheckEvidence, money_settings: Settings
+    reach: Reach, spark_evidence: CheckEvidence, limits: Limits
 ) -> None:
-    timeout = float(money_settings["market"]["db_connect_timeout_s"])
-    with reach("postgres_dsn") as [dsn]:
-        columns = orders.application_columns(dsn, timeout)
+    with (
+        reach("postgres_dsn") as [dsn],
+        Postgres(dsn, limits.market.db_connect_timeout_s) as db,
+    ):
+        columns = db.application_columns()
     money_columns = [c for c in columns if orders.is_money_column(c.name)]
     spark_evidence.attach("m3_money_columns", "".join(f"{c.describe()}\n" for c in money_columns))
     if not money_columns:
@@ -134,32 +135,37 @@ def test_money_columns_are_numeric(
             "points at the application database"
         )
     floats = orders.float_money_columns(columns)
-    limit = money_settings["M3"]["float_money_columns"]
-    spark_evidence.measure("float_money_columns", len(floats), unit="columns", limit=limit)
-    assert len(floats) < limit, (
-        f"{len(floats)} of {len(money_columns)} money columns are binary floating point "
-        f"(limit {limit:g}): "
+    spark_evidence.check(
+        "float_money_columns",
+        len(floats),
+        limit=limits.m3.float_money_columns,
+        unit="columns",
+        why=f"{len(floats)} of {len(money_columns)} money columns are binary floating point, "
+        "which loses cents: "
         + ", ".join(c.describe() for c in floats)
-        + "; migrate them to numeric(p, s) (see attachment m3_money_columns)"
+        + "; migrate them to numeric(p, s) (see attachment m3_money_columns)",
     )
 
 
 def test_decimal_precision_errors_stay_zero(
     reach: Reach,
-    api_client: httpx.Client,
+    spark_api: SparkApi,
     spark_evidence: CheckEvidence,
-    money_settings: Settings,
+    limits: Limits,
 ) -> None:
-    with reach("api_url") as [api_url]:
-        errors = orders.read_precision_errors(api_client, api_url)
+    with reach("api_url"):
+        errors = prometheus.exposition_total(spark_api.metrics(), PRECISION_ERRORS)
     if errors is None:
         spark_evidence.inconclusive(
-            f"{orders.PRECISION_ERRORS} is not exported by {api_url}/metrics "
+            f"{PRECISION_ERRORS} is not exported by {spark_api.base_url}/metrics "
             "(docs/metrics-contract.md): nothing was measured"
         )
-    limit = money_settings["M3"]["decimal_precision_errors"]
-    spark_evidence.measure("decimal_precision_errors", errors, unit="errors", limit=limit)
-    assert errors is not None and errors < limit, (
-        f"{orders.PRECISION_ERRORS} is {errors:g} on {api_url}/metrics (limit {limit:g}): "
-        "money code rounded beyond a scale or met a float; the label site names where"
+    spark_evidence.check(
+        "decimal_precision_errors",
+        errors,
+        limit=limits.m3.decimal_precision_errors,
+        unit="errors",
+        why=f"{PRECISION_ERRORS} is {errors} on {spark_api.base_url}/metrics (rollback "
+        "trigger T14): money code rounded beyond a scale or met a float; the label site names "
+        "where",
     )

@@ -9,19 +9,18 @@ exactly what the fills and orders tables hold, to the cent.
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from decimal import Decimal
 from typing import Any
 
-import httpx
 import pytest
 from hypothesis import strategies as st
 
-from pytest_spark.evidence.records import CheckEvidence
+from pytest_spark import CheckEvidence, Reach
 from pytest_spark.probes import money, orders
+from pytest_spark.probes.postgres import Postgres
+from pytest_spark.probes.spark_api import Answer, SparkApi, Ticket, new_account, new_key
+from suites.limits import Limits, M4Limits
 
-Reach = Callable[..., AbstractContextManager[list[str]]]
-Settings = dict[str, dict[str, Any]]
 Line = tuple[str, str, int, Decimal]  # symbol, side, quantity, price
 Book = tuple[Line, ...]
 
@@ -48,13 +47,11 @@ def order_books(
     return symbols.flatmap(lines)
 
 
-def place_book(
-    client: httpx.Client, api_url: str, account: str, book: Book
-) -> tuple[list[orders.Reply], list[str]]:
+def place_book(api: SparkApi, account: str, book: Book) -> tuple[list[Answer], list[str]]:
     replies, refused = [], []
     for symbol, side, quantity, price in book:
-        ticket = orders.Ticket(account, symbol, side, quantity, price)
-        reply = orders.submit(client, api_url, ticket, orders.new_key())
+        ticket = Ticket(account, symbol, side, quantity, price)
+        reply = api.submit(ticket, new_key())
         replies.append(reply)
         if reply.status != 201:
             refused.append(f"{ticket.describe()} answered {reply.describe()}")
@@ -68,13 +65,13 @@ def describe_book(book: Book) -> str:
 def _run_books(
     run_property: Callable[..., Any],
     instruments: list[money.Instrument],
-    limits: dict[str, Any],
+    limits: M4Limits,
     check: Callable[[Book], str | None],
 ) -> Any:
     return run_property(
-        order_books(instruments, int(limits["book_orders"]), int(limits["book_symbols"])),
+        order_books(instruments, limits.book_orders, limits.book_symbols),
         check,
-        examples=int(limits["book_examples"]),
+        examples=limits.book_examples,
         cost=len,
         describe=describe_book,
     )
@@ -82,27 +79,27 @@ def _run_books(
 
 def test_positions_equal_the_sum_of_fills(
     reach: Reach,
-    api_client: httpx.Client,
+    spark_api: SparkApi,
     instruments: list[money.Instrument],
     run_property: Callable[..., Any],
     spark_evidence: CheckEvidence,
-    money_settings: Settings,
+    limits: Limits,
 ) -> None:
-    limits = money_settings["M4"]
-    timeout = float(money_settings["market"]["db_connect_timeout_s"])
-    with reach("api_url", "postgres_dsn") as [api_url, dsn]:
+    with (
+        reach("api_url", "postgres_dsn") as [_, dsn],
+        Postgres(dsn, limits.market.db_connect_timeout_s) as db,
+    ):
 
         def check(book: Book) -> str | None:
-            account = orders.new_account("m4-positions")
-            replies, refused = place_book(api_client, api_url, account, book)
-            fills = orders.booked_fills(dsn, account, timeout)
+            account = new_account("m4-positions")
+            replies, refused = place_book(spark_api, account, book)
+            fills = db.booked_fills(account)
             accepted = [line for line, r in zip(book, replies, strict=True) if r.status == 201]
             net = orders.net_quantities(fills)
             listed = {
-                str(p.get("symbol")): int(p.get("quantity"))
-                for p in orders.read_positions(api_client, api_url, account)
+                str(p.get("symbol")): int(p.get("quantity")) for p in spark_api.positions(account)
             }
-            rows = orders.open_position_rows(dsn, account, timeout)
+            rows = db.open_position_rows(account)
             found = refused + orders.position_findings(net, listed, "API")
             found += orders.position_findings(net, dict(rows), "database")
             if len(rows) != len({symbol for symbol, _ in rows}):
@@ -111,43 +108,40 @@ def test_positions_equal_the_sum_of_fills(
                 found.append(f"{len(accepted)} accepted orders but {len(fills)} fills booked")
             return f"account {account}: " + "; ".join(found) if found else None
 
-        result = _run_books(run_property, instruments, limits, check)
-    limit = limits["position_drift_findings"]
-    spark_evidence.measure(
-        "position_drift_findings", len(result.findings), unit="order books", limit=limit
-    )
-    assert len(result.findings) < limit, (
-        f"{len(result.findings)} of {result.examples} order books left positions that are not "
-        f"the net of their fills (limit {limit:g}); {result.failure(describe_book)} "
-        "(see attachment failing_cases)"
+        result = _run_books(run_property, instruments, limits.m4, check)
+    spark_evidence.check(
+        "position_drift_findings",
+        len(result.findings),
+        limit=limits.m4.position_drift_findings,
+        unit="order books",
+        why=f"{len(result.findings)} of {result.examples} order books left positions that are "
+        "not the net of their fills, so risk and P&L run on wrong holdings; "
+        f"{result.failure(describe_book)} (see attachment failing_cases)",
     )
 
 
 def test_commissions_sum_exactly(
     reach: Reach,
-    api_client: httpx.Client,
+    spark_api: SparkApi,
     instruments: list[money.Instrument],
     run_property: Callable[..., Any],
     spark_evidence: CheckEvidence,
-    money_settings: Settings,
+    limits: Limits,
 ) -> None:
-    limits = money_settings["M4"]
-    timeout = float(money_settings["market"]["db_connect_timeout_s"])
-    with reach("api_url", "postgres_dsn") as [api_url, dsn]:
+    with (
+        reach("api_url", "postgres_dsn") as [_, dsn],
+        Postgres(dsn, limits.market.db_connect_timeout_s) as db,
+    ):
 
         def check(book: Book) -> str | None:
-            account = orders.new_account("m4-commission")
-            replies, refused = place_book(api_client, api_url, account, book)
+            account = new_account("m4-commission")
+            replies, refused = place_book(spark_api, account, book)
             answered = [money.as_decimal(r.field("commission")) for r in replies if r.status == 201]
             if None in answered:
                 return f"account {account}: an accepted order has no readable commission"
             api_total = orders.sum_amounts(a for a in answered if a is not None)
-            fills_total = orders.sum_amounts(
-                f.commission for f in orders.booked_fills(dsn, account, timeout)
-            )
-            orders_total = orders.sum_amounts(
-                o.commission for o in orders.booked_orders(dsn, account, timeout)
-            )
+            fills_total = orders.sum_amounts(f.commission for f in db.booked_fills(account))
+            orders_total = orders.sum_amounts(o.commission for o in db.booked_orders(account))
             found = list(refused)
             if not api_total == fills_total == orders_total:
                 found.append(
@@ -156,13 +150,13 @@ def test_commissions_sum_exactly(
                 )
             return f"account {account}: " + "; ".join(found) if found else None
 
-        result = _run_books(run_property, instruments, limits, check)
-    limit = limits["commission_sum_findings"]
-    spark_evidence.measure(
-        "commission_sum_findings", len(result.findings), unit="order books", limit=limit
-    )
-    assert len(result.findings) < limit, (
-        f"{len(result.findings)} of {result.examples} order books have commissions that do not "
-        f"sum exactly across the API, fills and orders (limit {limit:g}); "
-        f"{result.failure(describe_book)} (see attachment failing_cases)"
+        result = _run_books(run_property, instruments, limits.m4, check)
+    spark_evidence.check(
+        "commission_sum_findings",
+        len(result.findings),
+        limit=limits.m4.commission_sum_findings,
+        unit="order books",
+        why=f"{len(result.findings)} of {result.examples} order books have commissions that do "
+        "not sum exactly across the API, fills and orders, so the fee ledger does not "
+        f"reconcile; {result.failure(describe_book)} (see attachment failing_cases)",
     )

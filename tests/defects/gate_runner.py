@@ -1,13 +1,15 @@
 """Run the gate on the sandbox, with or without a seeded defect, and read its bundle.
 
 Shared by the defect matrix: each case is a separate gate run (``python -m pytest``) of the
-suites that measure the items under test, against a sandbox started with the defect.
+suites that measure the items under test, against a sandbox started with the defect (the
+sandbox plugin's ``--spark-sandbox-defect``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -62,6 +64,27 @@ def run_gate(
     return proc.returncode, output
 
 
+def gate_as_typed(command: str, evidence_dir: Path) -> GateOutcome:
+    """A gate command exactly as the README gives it (``pytest -m go_nogo``), run from the
+    repository root with this venv's pytest; only where bundles and sandbox state go differ,
+    through the environment (SPARK_EVIDENCE_DIR, SPARK_SANDBOX_STATE_DIR)."""
+    argv = shlex.split(command)
+    assert argv[0] == "pytest", command
+    argv[0] = str(Path(sys.executable).with_name("pytest"))
+    env = {
+        **os.environ,
+        "SPARK_EVIDENCE_DIR": str(evidence_dir),
+        "SPARK_SANDBOX_STATE_DIR": str(evidence_dir / "state"),
+    }
+    env.pop("PYTEST_XDIST_WORKER", None)
+    proc = subprocess.run(
+        argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S
+    )
+    verdict, checks = read_bundle(evidence_dir)
+    bundle = next(evidence_dir.glob("dev/*/verdict.json")).parent
+    return GateOutcome(proc.returncode, verdict, checks, proc.stdout + proc.stderr, bundle)
+
+
 def read_bundle(evidence_dir: Path) -> tuple[dict[str, object], list[dict[str, object]]]:
     [verdict_path] = evidence_dir.glob("dev/*/verdict.json")
     checks = [
@@ -75,6 +98,18 @@ def read_bundle(evidence_dir: Path) -> tuple[dict[str, object], list[dict[str, o
 def failed_sub_checks(checks: list[dict[str, object]]) -> set[str]:
     """Test function names (parameters included) that did not pass."""
     return {str(c["nodeid"]).rpartition("::")[2] for c in checks if c.get("outcome") != "passed"}
+
+
+def broken_sub_checks(verdict: dict[str, Any], items: Iterable[str]) -> dict[str, frozenset[str]]:
+    """Item -> its sub-checks that were not judged within their limits (failed, missing, no
+    data), for the items that have any."""
+    broken = {}
+    for item in items:
+        shown = verdict["items"][item].get("sub_checks", {})
+        bad = frozenset(name for name, text in shown.items() if not text.endswith(": ok"))
+        if bad:
+            broken[item] = bad
+    return broken
 
 
 @dataclass
@@ -97,6 +132,12 @@ class GateOutcome:
 
     def failed(self) -> set[str]:
         return failed_sub_checks(self.checks)
+
+    def broken(self, items: Iterable[str]) -> dict[str, frozenset[str]]:
+        return broken_sub_checks(self.verdict, items)
+
+    def items_of_failed_tests(self) -> set[str]:
+        return {i for c in self.checks if c.get("outcome") != "passed" for i in c["items"]}
 
 
 def gate(

@@ -1,9 +1,9 @@
 """B9's other sub-checks fail through the gate on a target whose build outputs are damaged.
 
-The sandbox's own B9 inputs are built by the gate itself (so only `denied_license` can be
-seeded there). A real target names its pipeline's files instead (`artifact_path`, `sbom_path`,
-`provenance_path`): here a target file points at a real release built for the test, each case
-damages one file, and the gate must fail exactly the sub-check that reads it. No sandbox runs.
+The sandbox builds its own release, where only `denied_license` is seeded. Any target names
+its release files the same way (`artifact_path`, `sbom_path`, `provenance_path`): here a target
+file points at a real release built for the test, each case damages one file, and the gate
+must fail exactly the sub-check that reads it. No sandbox runs.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ scan = "scan_<release>.txt"
 sbom = "sbom_<release>.json"
 
 [[item]]
-id = "A1"
+id = "G1"
 title = "first measured item"
 gates = ["tiny"]
 waivable = true
@@ -26,21 +26,21 @@ evidence = ["scan", "sbom"]
 sub_checks = ["offset_ms"]
 
 [[item]]
-id = "A2"
+id = "M2"
 title = "unwaivable money item"
 gates = ["tiny"]
 waivable = false
 sub_checks = ["money_findings"]
 
 [[item]]
-id = "A3"
-title = "composite of A1 and A2"
+id = "G3"
+title = "composite of G1 and M2"
 gates = ["tiny"]
 waivable = true
-requires = ["A1", "A2"]
+requires = ["G1", "M2"]
 
 [[item]]
-id = "A4"
+id = "K4"
 title = "only with a broker"
 gates = ["tiny"]
 waivable = true
@@ -48,7 +48,7 @@ required_when = "pact_broker"
 sub_checks = ["broker_answers"]
 
 [[item]]
-id = "Z1"
+id = "C1"
 title = "in another gate"
 gates = ["side"]
 waivable = true
@@ -58,13 +58,13 @@ sub_checks = ["side_findings"]
 PASSING_SUITE = """
 import pytest
 
-@pytest.mark.go_nogo("A1")
+@pytest.mark.go_nogo("G1")
 def test_a1(spark_evidence):
-    spark_evidence.measure("offset_ms", 12.5, unit="ms", limit=100)
+    spark_evidence.check("offset_ms", 12.5, unit="ms", limit=100)
 
-@pytest.mark.money("A2")
+@pytest.mark.money("M2")
 def test_a2(spark_evidence):
-    spark_evidence.measure("money_findings", 0, limit=1)
+    spark_evidence.check("money_findings", 0, limit=1)
 """
 
 

@@ -19,9 +19,9 @@ import pytest
 from .conftest import latest_bundle, read_verdict
 
 A2_OK = """
-@pytest.mark.money("A2")
+@pytest.mark.money("M2")
 def test_a2(spark_evidence):
-    spark_evidence.measure("money_findings", 0, limit=1)
+    spark_evidence.check("money_findings", 0, limit=1)
 """
 
 
@@ -29,9 +29,9 @@ def suite(a1_body: str, extra: str = "") -> str:
     return f"""
 import pytest
 
-@pytest.mark.go_nogo("A1")
+@pytest.mark.go_nogo("G1")
 def test_a1(spark_evidence):
-    spark_evidence.measure("offset_ms", 1, limit=100)
+    spark_evidence.check("offset_ms", 1, limit=100)
     {a1_body}
 {A2_OK}
 {extra}
@@ -65,7 +65,7 @@ def pytest_runtest_logreport(report):
     ),
     "stop_after_first_failure": (
         suite("pass").replace(
-            'spark_evidence.measure("money_findings", 0, limit=1)',
+            'spark_evidence.check("money_findings", 0, limit=1)',
             "assert False, 'money broke'",
         ),
         "",

@@ -21,10 +21,10 @@ def test_all_passed_is_go_exit_0(gate_project: pytest.Pytester) -> None:
     assert result.ret == 0
     assert verdict["verdict"] == "GO"
     assert {i: v["status"] for i, v in verdict["items"].items()} == {
-        "A1": "PASSED",
-        "A2": "PASSED",
-        "A3": "PASSED",
-        "A4": "NOT-REQUIRED",
+        "G1": "PASSED",
+        "M2": "PASSED",
+        "G3": "PASSED",
+        "K4": "NOT-REQUIRED",
     }
     result.stdout.fnmatch_lines(["*SPARK GATE tiny: GO*"])
     assert "SPARK GATE tiny: GO" in result.stdout.lines[-1]
@@ -37,10 +37,10 @@ NOT_PASSED = {
     "xfailed": ("pytest.xfail('known drift')", "FAILED"),
     "inconclusive": ("spark_evidence.inconclusive('zero traffic in the window')", "INCONCLUSIVE"),
     "nan_measurement": (
-        "spark_evidence.measure('p95_ms', float('nan'), limit=200)",
+        "spark_evidence.check('p95_ms', float('nan'), limit=200)",
         "INCONCLUSIVE",
     ),
-    "out_of_bounds": ("spark_evidence.measure('p95_ms', 250, limit=200)", "FAILED"),
+    "out_of_bounds": ("spark_evidence.check('p95_ms', 250, limit=200)", "FAILED"),
 }
 
 
@@ -56,23 +56,23 @@ import pytest
 def broken():
     raise RuntimeError("target unreachable: 127.0.0.1:1")
 
-@pytest.mark.go_nogo("A1")
+@pytest.mark.go_nogo("G1")
 def test_a1({fixture}):
     {body or "pass"}
 
-@pytest.mark.money("A2")
+@pytest.mark.money("M2")
 def test_a2(spark_evidence):
-    spark_evidence.measure("money_findings", 0, limit=1)
+    spark_evidence.check("money_findings", 0, limit=1)
 """
     )
     result, verdict = run_gate(gate_project)
     assert result.ret == 1
     assert verdict["verdict"] == "NO-GO"
-    assert item(verdict, "A1")["status"] == status
-    assert item(verdict, "A2")["status"] == "PASSED"
+    assert item(verdict, "G1")["status"] == status
+    assert item(verdict, "M2")["status"] == "PASSED"
     # the composite names the requirement that let it down
-    assert item(verdict, "A3")["status"] == status
-    assert "A1" in item(verdict, "A3")["reason"]
+    assert item(verdict, "G3")["status"] == status
+    assert "G1" in item(verdict, "G3")["reason"]
     assert "SPARK GATE tiny: NO-GO" in result.stdout.lines[-1]
 
 
@@ -81,22 +81,22 @@ def test_no_test_for_an_item_is_missing(gate_project: pytest.Pytester) -> None:
         test_suite="""
 import pytest
 
-@pytest.mark.money("A2")
+@pytest.mark.money("M2")
 def test_a2(spark_evidence):
-    spark_evidence.measure("money_findings", 0, limit=1)
+    spark_evidence.check("money_findings", 0, limit=1)
 """
     )
     result, verdict = run_gate(gate_project)
     assert result.ret == 1
-    assert item(verdict, "A1")["status"] == "MISSING"
-    assert "no test claiming A1 was collected" in item(verdict, "A1")["reason"]
+    assert item(verdict, "G1")["status"] == "MISSING"
+    assert "no test claiming G1 was collected" in item(verdict, "G1")["reason"]
 
 
 def test_deselected_by_k_is_missing(gate_project: pytest.Pytester) -> None:
     result, verdict = run_gate(gate_project, "-k", "not test_a1")
     assert result.ret == 1
-    assert item(verdict, "A1")["status"] == "MISSING"
-    assert "deselected" in item(verdict, "A1")["reason"]
+    assert item(verdict, "G1")["status"] == "MISSING"
+    assert "deselected" in item(verdict, "G1")["reason"]
 
 
 def test_left_unrun_by_x_is_missing(gate_project: pytest.Pytester) -> None:
@@ -104,20 +104,20 @@ def test_left_unrun_by_x_is_missing(gate_project: pytest.Pytester) -> None:
         test_suite="""
 import pytest
 
-@pytest.mark.money("A2")
+@pytest.mark.money("M2")
 def test_a2_first():
     assert False, "money property broken"
 
-@pytest.mark.go_nogo("A1")
+@pytest.mark.go_nogo("G1")
 def test_a1_second(spark_evidence):
-    spark_evidence.measure("offset_ms", 1, limit=100)
+    spark_evidence.check("offset_ms", 1, limit=100)
 """
     )
     result, verdict = run_gate(gate_project, "-x")
     assert result.ret == 1
-    assert item(verdict, "A2")["status"] == "FAILED"
-    assert item(verdict, "A1")["status"] == "MISSING"
-    assert "never ran" in item(verdict, "A1")["reason"]
+    assert item(verdict, "M2")["status"] == "FAILED"
+    assert item(verdict, "G1")["status"] == "MISSING"
+    assert "never ran" in item(verdict, "G1")["reason"]
 
 
 def test_pytest_exit_is_no_go(gate_project: pytest.Pytester) -> None:
@@ -125,11 +125,11 @@ def test_pytest_exit_is_no_go(gate_project: pytest.Pytester) -> None:
         test_suite="""
 import pytest
 
-@pytest.mark.money("A2")
+@pytest.mark.money("M2")
 def test_a2():
     pytest.exit("operator aborted the gate")
 
-@pytest.mark.go_nogo("A1")
+@pytest.mark.go_nogo("G1")
 def test_a1():
     pass
 """
@@ -137,7 +137,7 @@ def test_a1():
     result, verdict = run_gate(gate_project)
     assert result.ret == 1
     assert verdict["verdict"] == "NO-GO"
-    assert item(verdict, "A1")["status"] == "MISSING"
+    assert item(verdict, "G1")["status"] == "MISSING"
     assert any("ended early: pytest.exit" in b for b in verdict["blockers"])
 
 
@@ -152,14 +152,14 @@ def test_collection_error_is_no_go(gate_project: pytest.Pytester) -> None:
 FAILING_A1 = """
 import pytest
 
-@pytest.mark.go_nogo("A1")
+@pytest.mark.go_nogo("G1")
 def test_a1(spark_evidence):
-    spark_evidence.measure("offset_ms", 1, limit=100)
+    spark_evidence.check("offset_ms", 1, limit=100)
     assert False, "NTP offset 140 ms"
 
-@pytest.mark.money("A2")
+@pytest.mark.money("M2")
 def test_a2(spark_evidence):
-    spark_evidence.measure("money_findings", 0, limit=1)
+    spark_evidence.check("money_findings", 0, limit=1)
     assert False, "half-up rounding"
 """
 
@@ -167,8 +167,8 @@ def test_a2(spark_evidence):
 @pytest.mark.parametrize(
     ("waiver", "a1_status", "blocker"),
     [
-        (waiver_toml("A1", expires="2020-01-01T00:00:00Z"), "WAIVER-EXPIRED", None),
-        (waiver_toml("A1", author="ayse", approver="Ayse"), "WAIVER-INVALID", "own author"),
+        (waiver_toml("G1", expires="2020-01-01T00:00:00Z"), "WAIVER-EXPIRED", None),
+        (waiver_toml("G1", author="ayse", approver="Ayse"), "WAIVER-INVALID", "own author"),
     ],
     ids=["expired", "approver_is_author"],
 )
@@ -179,34 +179,34 @@ def test_invalid_waiver_is_no_go(
     gate_project.makefile(".toml", **{"ops/waivers": waiver})
     result, verdict = run_gate(gate_project)
     assert result.ret == 1
-    assert item(verdict, "A1")["status"] == a1_status
+    assert item(verdict, "G1")["status"] == a1_status
     if blocker:
         assert any(blocker in b for b in verdict["blockers"])
 
 
 def test_waiver_on_unwaivable_item_is_no_go(gate_project: pytest.Pytester) -> None:
     gate_project.makepyfile(test_suite=FAILING_A1.replace('assert False, "NTP offset 140 ms"', ""))
-    gate_project.makefile(".toml", **{"ops/waivers": waiver_toml("A2")})
+    gate_project.makefile(".toml", **{"ops/waivers": waiver_toml("M2")})
     result, verdict = run_gate(gate_project)
     assert result.ret == 1
-    assert item(verdict, "A2")["status"] == "WAIVER-INVALID"
+    assert item(verdict, "M2")["status"] == "WAIVER-INVALID"
     assert any("unwaivable" in b for b in verdict["blockers"])
 
 
 def test_valid_waiver_on_failing_waivable_item_is_go(gate_project: pytest.Pytester) -> None:
     gate_project.makepyfile(test_suite=FAILING_A1.replace('assert False, "half-up rounding"', ""))
-    gate_project.makefile(".toml", **{"ops/waivers": waiver_toml("A1")})
+    gate_project.makefile(".toml", **{"ops/waivers": waiver_toml("G1")})
     result, verdict = run_gate(gate_project)
     assert result.ret == 0
     assert verdict["verdict"] == "GO"
-    assert item(verdict, "A1")["status"] == "WAIVED"
-    assert item(verdict, "A3")["status"] == "PASSED"
+    assert item(verdict, "G1")["status"] == "WAIVED"
+    assert item(verdict, "G3")["status"] == "PASSED"
     assert verdict["waivers"][0]["ticket"] == "SPARK-101"
-    result.stdout.fnmatch_lines(["*waiver: A1 SPARK-101 approved by mehmet*"])
+    result.stdout.fnmatch_lines(["*waiver: G1 SPARK-101 approved by mehmet*"])
 
 
 def test_malformed_waivers_file_is_a_usage_error(gate_project: pytest.Pytester) -> None:
-    gate_project.makefile(".toml", **{"ops/waivers": '[[waiver]]\nitem = "A1"\n'})
+    gate_project.makefile(".toml", **{"ops/waivers": '[[waiver]]\nitem = "G1"\n'})
     result = gate_project.runpytest("-m", "tiny", "-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*waivers.toml*lacks reason*"])
@@ -232,12 +232,12 @@ def test_implied_gate_markers_select_before_deselection(gate_project: pytest.Pyt
         test_other="""
 import pytest
 
-@pytest.mark.chaos("Z1")
+@pytest.mark.chaos("C1")
 def test_side():
     pass
 """
     )
-    # Tests only carry claim markers (go_nogo, money, chaos); `-m tiny` still selects A1/A2.
+    # Tests only carry claim markers (go_nogo, money, chaos); `-m tiny` still selects G1/M2.
     result = gate_project.runpytest("-m", "tiny", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=2, deselected=1)
 
@@ -252,7 +252,7 @@ def test_required_when_condition_makes_item_required(gate_project: pytest.Pytest
     )
     result, verdict = run_gate(gate_project, "--spark-target", "targets/staging.toml")
     assert result.ret == 1
-    assert item(verdict, "A4")["status"] == "MISSING"
+    assert item(verdict, "K4")["status"] == "MISSING"
 
 
 def test_tests_of_a_not_required_item_do_not_run(gate_project: pytest.Pytester) -> None:
@@ -260,7 +260,7 @@ def test_tests_of_a_not_required_item_do_not_run(gate_project: pytest.Pytester) 
         test_broker="""
 import pytest
 
-@pytest.mark.contract("A4")
+@pytest.mark.contract("K4")
 def test_can_i_deploy():
     assert False, "would need a broker"
 """
@@ -268,7 +268,7 @@ def test_can_i_deploy():
     result, verdict = run_gate(gate_project)
     assert result.ret == 0
     result.assert_outcomes(passed=2, deselected=1)
-    assert item(verdict, "A4")["status"] == "NOT-REQUIRED"
+    assert item(verdict, "K4")["status"] == "NOT-REQUIRED"
 
 
 def test_unclaimed_failure_in_a_gate_run_is_no_go(gate_project: pytest.Pytester) -> None:

@@ -144,7 +144,7 @@ def test_a_gate_pinned_elsewhere_must_agree_with_m(
     # agreeing with -m is fine: the pin only guards against a different gate
     result = run(gate_project, "-m", "side", *args)
     assert read_verdict(gate_project)["gate"] == "side"
-    assert result.ret == 1  # Z1 has no test
+    assert result.ret == 1  # C1 has no test
 
 
 TARGET_FILES = {

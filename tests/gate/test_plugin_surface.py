@@ -17,13 +17,15 @@ import pytest
 # A gate marker but no claim: the probe may run in a no-gate run, and `-m side` selects it.
 pytestmark = pytest.mark.side
 
-def test_dump(spark_config):
+def test_dump(spark_config, pytestconfig):
+    from spark_sandbox.plugin import defects_key  # the option belongs to the sandbox plugin
+
     c = spark_config
     pathlib.Path("resolved.json").write_text(json.dumps({
         "release": c.release, "gate": c.gate, "evidence_dir": c.evidence_dir.name,
         "signing_key": c.signing_key, "checklist": c.checklist_path.name,
         "waivers": c.waivers_path.name, "stage": c.stage, "target": c.target.name,
-        "sandbox_defects": list(c.sandbox_defects),
+        "sandbox_defects": list(pytestconfig.stash[defects_key]),
     }))
 """
 
@@ -84,7 +86,7 @@ def test_option_through_cli_and_ini(pytester: pytest.Pytester, option: str, sour
     if option == "gate":
         args = [*args, "-m", "side"]
     result = pytester.runpytest("-p", "no:cacheprovider", *args)
-    # with the gate "side" in play, its item Z1 has no test: a correct NO-GO
+    # with the gate "side" in play, its item C1 has no test: a correct NO-GO
     assert result.ret == (1 if option == "gate" else 0), result.stdout.str()
     resolved = json.loads((pytester.path / "resolved.json").read_text())
     assert resolved[field] == expected
@@ -170,15 +172,15 @@ def test_xdist_gives_one_bundle_with_the_serial_verdict(gate_project: pytest.Pyt
         test_more="""
 import pytest
 
-@pytest.mark.go_nogo("A1")
+@pytest.mark.go_nogo("G1")
 @pytest.mark.parametrize("n", range(6))
 def test_a1_many(spark_evidence, n):
-    spark_evidence.measure("sample", n, limit=10)
+    spark_evidence.check("sample", n, limit=10)
     spark_evidence.attach(f"sample{n}.txt", str(n))
 
-@pytest.mark.money("A2")
+@pytest.mark.money("M2")
 def test_a2_fails(spark_evidence):
-    spark_evidence.measure("money_findings", 1, limit=1)
+    spark_evidence.check("money_findings", 1, limit=1)
     assert False, "commission 0.01 != 0.00"
 """
     )

@@ -17,7 +17,7 @@ NOW = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
 REPO_CHECKLIST = Path(__file__).parents[2] / "ops" / "checklist.toml"
 
 
-SUB_CHECK = {"A1": "offset_ms", "A2": "money_findings"}
+SUB_CHECK = {"G1": "offset_ms", "M2": "money_findings"}
 
 
 def ran(nodeid: str, item: str, outcome: str = "passed", message: str = "") -> CheckOutcome:
@@ -56,11 +56,11 @@ def test_the_project_registry_has_every_readiness_item() -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda t: t.replace('id = "A2"', 'id = "A1"'), "defined twice"),
-        (lambda t: t.replace('requires = ["A1", "A2"]', 'requires = ["A9"]'), "unknown item"),
+        (lambda t: t.replace('id = "M2"', 'id = "G1"'), "defined twice"),
+        (lambda t: t.replace('requires = ["G1", "M2"]', 'requires = ["A9"]'), "unknown item"),
         (lambda t: t.replace('gates = ["side"]', 'gates = ["nowhere"]'), "must name gates"),
         (lambda t: t.replace("waivable = false", 'waivable = "no"'), "waivable must be"),
-        (lambda t: t.replace('id = "A4"', 'id = "a4"'), "must look like"),
+        (lambda t: t.replace('id = "K4"', 'id = "a4"'), "must look like"),
         (
             lambda t: t.replace('evidence = ["scan", "sbom"]', 'evidence = ["x"]'),
             "not in [evidence]",
@@ -92,40 +92,40 @@ def test_bad_registry_is_rejected_with_the_reason(tmp_path: Path, change, messag
 
 def test_composite_is_not_passed_when_a_requirement_is(tmp_path: Path) -> None:
     checklist = load(tiny(tmp_path))
-    results = [ran("t::a1", "A1"), ran("t::a2", "A2", "error")]
+    results = [ran("t::a1", "G1"), ran("t::a2", "M2", "error")]
     verdict = decide(checklist, "tiny", "v1", results, now=NOW)
     assert verdict.verdict == "NO-GO"
-    assert (verdict.items["A3"].status, verdict.items["A3"].reason) == (
+    assert (verdict.items["G3"].status, verdict.items["G3"].reason) == (
         "ERROR",
-        "requires A2 ERROR",
+        "requires M2 ERROR",
     )
 
 
 def test_one_passing_and_one_failing_test_of_an_item_is_failed(tmp_path: Path) -> None:
     checklist = load(tiny(tmp_path))
     results = [
-        ran("t::a1_ok", "A1"),
-        ran("t::a1_bad", "A1", "failed", "offset 140 ms"),
-        ran("t::a2", "A2"),
+        ran("t::a1_ok", "G1"),
+        ran("t::a1_bad", "G1", "failed", "offset 140 ms"),
+        ran("t::a2", "M2"),
     ]
     verdict = decide(checklist, "tiny", "v1", results, now=NOW)
-    assert verdict.items["A1"].status == "FAILED"
-    assert "offset 140 ms" in verdict.items["A1"].reason
+    assert verdict.items["G1"].status == "FAILED"
+    assert "offset 140 ms" in verdict.items["G1"].reason
 
 
 def test_waived_requirement_satisfies_the_composite(tmp_path: Path) -> None:
     checklist = load(tiny(tmp_path))
-    waiver = Waiver("A1", "known", "SPARK-1", "ayse", "mehmet", NOW + dt.timedelta(days=1))
-    results = [ran("t::a1", "A1", "failed"), ran("t::a2", "A2")]
+    waiver = Waiver("G1", "known", "SPARK-1", "ayse", "mehmet", NOW + dt.timedelta(days=1))
+    results = [ran("t::a1", "G1", "failed"), ran("t::a2", "M2")]
     verdict = decide(checklist, "tiny", "v1", results, [waiver], now=NOW)
     assert verdict.verdict == "GO"
-    assert verdict.items["A1"].status == "WAIVED"
-    assert verdict.items["A3"].status == "PASSED"
+    assert verdict.items["G1"].status == "WAIVED"
+    assert verdict.items["G3"].status == "PASSED"
 
 
 def test_blockers_alone_make_no_go(tmp_path: Path) -> None:
     checklist = load(tiny(tmp_path))
-    results = [ran("t::a1", "A1"), ran("t::a2", "A2")]
+    results = [ran("t::a1", "G1"), ran("t::a2", "M2")]
     verdict = decide(checklist, "tiny", "v1", results, now=NOW, blockers=["interrupted"])
     assert all(r.satisfied for r in verdict.items.values())
     assert verdict.verdict == "NO-GO"

@@ -62,7 +62,7 @@ log = logging.getLogger("spark.driver")
 LEAKY_SUITE = (
     HEADER
     + """
-@pytest.mark.go_nogo("A1")
+@pytest.mark.go_nogo("G1")
 def test_a1(spark_evidence, spark_target, record_property, record_testsuite_property):
     spark_evidence.note("connecting with " + " ".join(spark_target.secret_values()))
     spark_evidence.measure("dsn_seen", DSN)
@@ -71,10 +71,10 @@ def test_a1(spark_evidence, spark_target, record_property, record_testsuite_prop
     record_property("passphrase", PASSPHRASE)
     record_testsuite_property("passphrase", PASSPHRASE)
     print("webhook", WEBHOOK, "passphrase", PASSPHRASE)
-    spark_evidence.measure("offset_ms", 12.5, unit="ms", limit=100)
+    spark_evidence.check("offset_ms", 12.5, unit="ms", limit=100)
     assert False, "cannot reach " + DSN + " with " + PASSPHRASE
 
-@pytest.mark.money("A2")
+@pytest.mark.money("M2")
 def test_a2():
     print("token in output:", TOKEN)
     raise RuntimeError("auth failed with Bearer " + TOKEN + " and " + repr(PASSPHRASE))
@@ -84,7 +84,7 @@ def test_a2():
 LOGGING_SUITE = (
     HEADER
     + """
-@pytest.mark.go_nogo("A1")
+@pytest.mark.go_nogo("G1")
 def test_a1(spark_evidence, caplog):
     caplog.set_level(logging.INFO)
     log.info("connecting to %s", DSN)
@@ -96,12 +96,12 @@ def test_a1(spark_evidence, caplog):
     log.info("stack", stack_info=True, extra={"note": "no secret"})
     assert DSN not in caplog.text and TOKEN not in caplog.text and PASSPHRASE not in caplog.text
     assert "connecting to postgresql://spark_app:***@127.0.0.1" in caplog.text
-    spark_evidence.measure("offset_ms", 12.5, unit="ms", limit=100)
+    spark_evidence.check("offset_ms", 12.5, unit="ms", limit=100)
 
-@pytest.mark.money("A2")
+@pytest.mark.money("M2")
 def test_a2(spark_evidence):
     log.error("dsn %s and passphrase %s", DSN, PASSPHRASE)
-    spark_evidence.measure("money_findings", 0, limit=1)
+    spark_evidence.check("money_findings", 0, limit=1)
     assert False, "see the captured log"
 """
 )
@@ -113,16 +113,16 @@ class DriverWarning(UserWarning):
     def __init__(self, dsn):
         super().__init__(f"driver fell back to plain TCP for {dsn}")
 
-@pytest.mark.go_nogo("A1")
+@pytest.mark.go_nogo("G1")
 def test_a1(spark_evidence):
     warnings.warn("broker token " + TOKEN + " expires soon", DeprecationWarning)
     warnings.warn(UserWarning("passphrase " + PASSPHRASE + " is weak"))
     warnings.warn(DriverWarning(DSN))
-    spark_evidence.measure("offset_ms", 12.5, unit="ms", limit=100)
+    spark_evidence.check("offset_ms", 12.5, unit="ms", limit=100)
 
-@pytest.mark.money("A2")
+@pytest.mark.money("M2")
 def test_a2(spark_evidence):
-    spark_evidence.measure("money_findings", 0, limit=1)
+    spark_evidence.check("money_findings", 0, limit=1)
 """
 )
 
@@ -131,41 +131,41 @@ PASSING_LEAKY_SUITE = (
     + """
 import sys
 
-@pytest.mark.go_nogo("A1")
+@pytest.mark.go_nogo("G1")
 def test_a1(spark_evidence):
     print("stdout:", DSN, PASSPHRASE)
     print("stderr:", TOKEN, file=sys.stderr)
     log.warning("log: %s", WEBHOOK)
-    spark_evidence.measure("offset_ms", 12.5, unit="ms", limit=100)
+    spark_evidence.check("offset_ms", 12.5, unit="ms", limit=100)
 
-@pytest.mark.money("A2")
+@pytest.mark.money("M2")
 def test_a2(spark_evidence):
-    spark_evidence.measure("money_findings", 0, limit=1)
+    spark_evidence.check("money_findings", 0, limit=1)
 """
 )
 
 PARAMETRIZED_SUITE = (
     HEADER
     + """
-@pytest.mark.go_nogo("A1")
+@pytest.mark.go_nogo("G1")
 @pytest.mark.parametrize("dsn", [DSN, PASSPHRASE, "plain-value"])
 def test_a1(spark_evidence, dsn):
-    spark_evidence.measure("offset_ms", 12.5, unit="ms", limit=100)
+    spark_evidence.check("offset_ms", 12.5, unit="ms", limit=100)
 
-@pytest.mark.money("A2")
+@pytest.mark.money("M2")
 def test_a2(spark_evidence):
-    spark_evidence.measure("money_findings", 0, limit=1)
+    spark_evidence.check("money_findings", 0, limit=1)
 """
 )
 
 FAIL_WITHOUT_TRACE_SUITE = (
     HEADER
     + """
-@pytest.mark.go_nogo("A1")
+@pytest.mark.go_nogo("G1")
 def test_a1():
     pytest.fail("cannot reach " + DSN + " with " + PASSPHRASE, pytrace=False)
 
-@pytest.mark.money("A2")
+@pytest.mark.money("M2")
 @pytest.mark.xfail(reason="broker " + TOKEN + " is flaky")
 def test_a2():
     assert False
@@ -175,11 +175,11 @@ def test_a2():
 EXIT_SUITE = (
     HEADER
     + """
-@pytest.mark.go_nogo("A1")
+@pytest.mark.go_nogo("G1")
 def test_a1():
     pytest.exit("giving up on " + DSN + " and " + PASSPHRASE)
 
-@pytest.mark.money("A2")
+@pytest.mark.money("M2")
 def test_a2():
     pass
 """
@@ -188,13 +188,13 @@ def test_a2():
 SKIP_SUITE = (
     HEADER
     + """
-@pytest.mark.go_nogo("A1")
+@pytest.mark.go_nogo("G1")
 def test_a1():
     pytest.skip("no route to " + DSN + " with " + PASSPHRASE)
 
-@pytest.mark.money("A2")
+@pytest.mark.money("M2")
 def test_a2(spark_evidence):
-    spark_evidence.measure("money_findings", 0, limit=1)
+    spark_evidence.check("money_findings", 0, limit=1)
 """
 )
 
@@ -227,18 +227,18 @@ def pytest_collection_finish(session):
 XDIST_SUITE = (
     HEADER
     + """
-@pytest.mark.go_nogo("A1")
+@pytest.mark.go_nogo("G1")
 def test_a1(spark_evidence):
     log.warning("connecting to %s", DSN)
     warnings.warn("broker token " + TOKEN + " expires soon", DeprecationWarning)
-    spark_evidence.measure("offset_ms", 12.5, unit="ms", limit=100)
+    spark_evidence.check("offset_ms", 12.5, unit="ms", limit=100)
     assert False, "cannot reach " + DSN + " with " + PASSPHRASE
 
-@pytest.mark.money("A2")
+@pytest.mark.money("M2")
 @pytest.mark.parametrize("dsn", [DSN, PASSPHRASE])
 def test_a2(spark_evidence, dsn):
     print("stdout:", dsn)
-    spark_evidence.measure("money_findings", 0, limit=1)
+    spark_evidence.check("money_findings", 0, limit=1)
 """
 )
 
@@ -447,7 +447,7 @@ def test_a_skip_with_a_secret_is_a_masked_skip(leaky_gate: pytest.Pytester) -> N
     assert not leaks(terminal)
     result.stdout.fnmatch_lines([f"SKIPPED [[]1[]] test_suite.py:*: no route to {M} with {M}"])
     result.assert_outcomes(passed=1, skipped=1)
-    assert read_verdict(leaky_gate)["items"]["A1"]["status"] == "SKIPPED"  # type: ignore[index]
+    assert read_verdict(leaky_gate)["items"]["G1"]["status"] == "SKIPPED"  # type: ignore[index]
     records = (latest_bundle(leaky_gate) / "checks.jsonl").read_text().splitlines()
     a1 = next(json.loads(r) for r in records if "test_a1" in r)
     assert a1["outcome"] == "skipped"

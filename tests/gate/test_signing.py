@@ -24,7 +24,7 @@ def signed_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (project / "test_suite.py").write_text(
         PASSING_SUITE
         + """
-@pytest.mark.go_nogo("A1")
+@pytest.mark.go_nogo("G1")
 def test_a1_sbom(spark_evidence):
     spark_evidence.attach("sbom", '{"bomFormat": "CycloneDX", "specVersion": "1.6"}')
 """

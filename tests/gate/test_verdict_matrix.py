@@ -11,25 +11,25 @@ import pytest
 
 from .conftest import read_verdict
 
-# Two tests measure A1's one sub-check; A2's test measures its own.
+# Two tests measure G1's one sub-check; M2's test measures its own.
 TWO_FILES = {
     "test_a1_offset": """
 import pytest
 
-@pytest.mark.go_nogo("A1")
+@pytest.mark.go_nogo("G1")
 def test_offset(spark_evidence):
-    spark_evidence.measure("offset_ms", 12.5, unit="ms", limit=100)
+    spark_evidence.check("offset_ms", 12.5, unit="ms", limit=100)
 
-@pytest.mark.go_nogo("A1")
+@pytest.mark.go_nogo("G1")
 def test_isolation(spark_evidence):
-    spark_evidence.note("a second check of A1")
+    spark_evidence.note("a second check of G1")
 """,
     "test_a2_money": """
 import pytest
 
-@pytest.mark.money("A2")
+@pytest.mark.money("M2")
 def test_money(spark_evidence):
-    spark_evidence.measure("money_findings", 0, limit=1)
+    spark_evidence.check("money_findings", 0, limit=1)
 """,
 }
 
@@ -53,7 +53,7 @@ def pytest_runtest_protocol(item, nextitem):
     item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
     for when in ("setup", "call", "teardown"):
         report = TestReport(item.nodeid, item.location, {}, "passed", None, when, [])
-        report.spark_items = ["A1"]
+        report.spark_items = ["G1"]
         report.spark_call_ran = True
         item.ihook.pytest_runtest_logreport(report=report)
     return True
@@ -80,7 +80,7 @@ def a1(pytester: pytest.Pytester, *args: str) -> tuple[int, dict[str, str], list
     result = pytester.runpytest("-p", "no:cacheprovider", *args)
     verdict = read_verdict(pytester)
     assert verdict["verdict"] == ("GO" if result.ret == 0 else "NO-GO")
-    return int(result.ret), verdict["items"]["A1"], list(verdict["blockers"])
+    return int(result.ret), verdict["items"]["G1"], list(verdict["blockers"])
 
 
 def test_the_whole_item_is_go(two_files: pytest.Pytester) -> None:
@@ -121,8 +121,8 @@ def test_a_shrunk_item_is_missing(two_files: pytest.Pytester, case: str) -> None
     [
         ("pass", "offset_ms: not measured"),
         ("spark_evidence.measure('offset_ms', 3)", "recorded without a limit"),
-        ("spark_evidence.measure('latency_ms', 3, limit=10)", "offset_ms: not measured"),
-        ("spark_evidence.measure('offset_ms', None, limit=100)", "no data"),
+        ("spark_evidence.check('latency_ms', 3, limit=10)", "offset_ms: not measured"),
+        ("spark_evidence.check('offset_ms', None, limit=100)", "no data"),
     ],
     ids=["empty_body", "no_limit", "other_name", "no_value"],
 )
@@ -133,13 +133,13 @@ def test_a_test_that_does_not_measure_the_sub_check_proves_nothing(
         test_suite=f"""
 import pytest
 
-@pytest.mark.go_nogo("A1")
+@pytest.mark.go_nogo("G1")
 def test_a1(spark_evidence):
     {body}
 
-@pytest.mark.money("A2")
+@pytest.mark.money("M2")
 def test_a2(spark_evidence):
-    spark_evidence.measure("money_findings", 0, limit=1)
+    spark_evidence.check("money_findings", 0, limit=1)
 """
     )
     code, item, _ = a1(gate_project, "-m", "tiny")
@@ -166,17 +166,17 @@ def test_a_plugin_that_bypasses_a_test_cannot_pass_its_item(
 def test_an_input_edited_during_the_run_blocks_the_verdict(
     gate_project: pytest.Pytester, path: str
 ) -> None:
-    gate_project.makefile(".toml", **{"ops/limits": "[A1]\noffset_ms = 100\n"})
+    gate_project.makefile(".toml", **{"ops/limits": "[G1]\noffset_ms = 100\n"})
     gate_project.makepyfile(
         test_edit=f"""
 import pathlib
 import pytest
 
-@pytest.mark.go_nogo("A1")
+@pytest.mark.go_nogo("G1")
 def test_weaken(spark_evidence):
     edited = pathlib.Path("{path}")
     edited.write_text((edited.read_text() if edited.exists() else "") + "\\n# loosened\\n")
-    spark_evidence.measure("offset_ms", 1, limit=100)
+    spark_evidence.check("offset_ms", 1, limit=100)
 """
     )
     result = gate_project.runpytest("-m", "tiny", "-p", "no:cacheprovider")

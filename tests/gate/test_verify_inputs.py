@@ -39,7 +39,7 @@ def descriptor(bundle: Path, name: str, uri: str | None = None) -> dict:
 
 
 def test_every_input_is_bound_and_copied(gate_project: pytest.Pytester) -> None:
-    gate_project.makefile(".toml", **{"ops/waivers": waiver_toml("A1")})
+    gate_project.makefile(".toml", **{"ops/waivers": waiver_toml("G1")})
     gate_project.makefile(".toml", **{"ops/thresholds/latency": "[latency]\np95_ms = 200\n"})
     gate_project.runpytest("-m", "tiny", "-p", "no:cacheprovider")
     bundle = latest_bundle(gate_project)
@@ -105,7 +105,7 @@ def test_a_bundle_that_would_not_verify_is_left_unsigned_and_no_go(
         test_stray=f"""
 import pytest
 
-@pytest.mark.go_nogo("A1")
+@pytest.mark.go_nogo("G1")
 def test_writes_into_the_bundle(spark_evidence):
     root = spark_evidence.attachments_dir.parent
     {stray}

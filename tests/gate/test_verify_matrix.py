@@ -37,7 +37,7 @@ from pytest_spark.signing import (
 from .conftest import PASSING_SUITE, TINY_CHECKLIST
 
 RELEASE = "v1.4.0"
-# Same items, but the unwaivable money item A2 made waivable: the kind of edit a checklist
+# Same items, but the unwaivable money item M2 made waivable: the kind of edit a checklist
 # kept outside the repository could carry into a GO.
 WEAK_CHECKLIST = TINY_CHECKLIST.replace("waivable = false", "waivable = true")
 THRESHOLDS = "[latency]\np95_ms = 200\n"
@@ -79,7 +79,7 @@ def go_bundle(project: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def nogo_bundle(project: Path) -> Path:
-    # A2's only test deselected: the item never ran, so the gate says NO-GO.
+    # M2's only test deselected: the item never ran, so the gate says NO-GO.
     return run_gate(project, "--spark-signing-key", "release.pem", "-k", "not test_a2")
 
 

@@ -13,16 +13,16 @@ from .conftest import in_days, read_verdict, waiver_toml
 FAILING_A1 = """
 import pytest
 
-@pytest.mark.go_nogo("A1")
+@pytest.mark.go_nogo("G1")
 def test_a1(spark_evidence):
-    spark_evidence.measure("offset_ms", 140, unit="ms", limit=100)
+    spark_evidence.check("offset_ms", 140, unit="ms", limit=100)
 
-@pytest.mark.money("A2")
+@pytest.mark.money("M2")
 def test_a2(spark_evidence):
-    spark_evidence.measure("money_findings", 0, limit=1)
+    spark_evidence.check("money_findings", 0, limit=1)
 """
 
-# case -> (waiver kwargs, A1 status, blocker fragment or None)
+# case -> (waiver kwargs, G1 status, blocker fragment or None)
 WAIVERS = {
     "valid": ({}, "WAIVED", None),
     "expired": ({"expires": in_days(-1)}, "WAIVER-EXPIRED", None),
@@ -61,10 +61,10 @@ WAIVERS = {
 def test_waiver_matrix(gate_project: pytest.Pytester, case: str) -> None:
     kwargs, status, blocker = WAIVERS[case]
     gate_project.makepyfile(test_suite=FAILING_A1)
-    gate_project.makefile(".toml", **{"ops/waivers": waiver_toml("A1", **kwargs)})
+    gate_project.makefile(".toml", **{"ops/waivers": waiver_toml("G1", **kwargs)})
     result = gate_project.runpytest("-m", "tiny", "-p", "no:cacheprovider")
     verdict = read_verdict(gate_project)
-    assert verdict["items"]["A1"]["status"] == status, verdict["items"]["A1"]
+    assert verdict["items"]["G1"]["status"] == status, verdict["items"]["G1"]
     go = case == "valid"
     assert (result.ret, verdict["verdict"]) == ((0, "GO") if go else (1, "NO-GO"))
     blockers = verdict["blockers"]
@@ -84,10 +84,10 @@ def test_waiver_matrix(gate_project: pytest.Pytester, case: str) -> None:
 def test_a_never_grantable_waiver_blocks_a_passing_item(
     gate_project: pytest.Pytester, kwargs: dict[str, str], fragment: str
 ) -> None:
-    gate_project.makefile(".toml", **{"ops/waivers": waiver_toml("A1", **kwargs)})
+    gate_project.makefile(".toml", **{"ops/waivers": waiver_toml("G1", **kwargs)})
     result = gate_project.runpytest("-m", "tiny", "-p", "no:cacheprovider")
     verdict = read_verdict(gate_project)
-    assert verdict["items"]["A1"]["status"] == "PASSED"
+    assert verdict["items"]["G1"]["status"] == "PASSED"
     assert result.ret == 1
     assert any(fragment in b for b in verdict["blockers"]), verdict["blockers"]
 
@@ -96,10 +96,10 @@ def test_the_horizon_comes_from_the_checklist(gate_project: pytest.Pytester) -> 
     checklist = gate_project.path / "ops" / "checklist.toml"
     checklist.write_text(checklist.read_text() + "\n[waiver_policy]\nmax_days = 400\n")
     gate_project.makepyfile(test_suite=FAILING_A1)
-    gate_project.makefile(".toml", **{"ops/waivers": waiver_toml("A1", expires=in_days(365))})
+    gate_project.makefile(".toml", **{"ops/waivers": waiver_toml("G1", expires=in_days(365))})
     result = gate_project.runpytest("-m", "tiny", "-p", "no:cacheprovider")
     assert result.ret == 0
-    assert read_verdict(gate_project)["items"]["A1"]["status"] == "WAIVED"
+    assert read_verdict(gate_project)["items"]["G1"]["status"] == "WAIVED"
 
 
 @pytest.mark.parametrize(

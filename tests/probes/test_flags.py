@@ -96,3 +96,17 @@ def test_drift_sees_a_type_change() -> None:
 def test_median_latency() -> None:
     fetches = [flags.FlagFetch(200, ms, "application/json", {}) for ms in (5, 900, 7, 6, 8)]
     assert flags.median_latency_ms(fetches) == 7
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("version = 1\n[flags.a]\ndefualt = false\nrisky = false\n", r"defualt in \[flags.a\]"),
+        ("version = 1\nflag = {}\n", "flag in the top level"),
+    ],
+)
+def test_declared_file_names_an_unknown_key(tmp_path: Path, text: str, named: str) -> None:
+    path = tmp_path / "flags.toml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=f"unknown key.*{named}"):
+        flags.declared_document(path)

@@ -228,18 +228,6 @@ def test_band_edge_cases_and_unreachable_edges() -> None:
     assert money.band_edge_cases([]) == ([], [edge for edge, _, _ in money.band_edges()])
 
 
-def test_tick_rejection_must_be_a_400_naming_the_tick() -> None:
-    case = money.TickCase("KOZAL", D("20.01"), "edge")
-    ok = money.OrderAnswer(400, {"code": "tick_misaligned", "tick": "0.02", "detail": "step 0.02"})
-    assert money.tick_rejection_finding(case, ok) is None
-    accepted = money.OrderAnswer(201, {"id": 1})
-    assert "expected 400" in str(money.tick_rejection_finding(case, accepted))
-    wrong = money.OrderAnswer(400, {"code": "tick_misaligned", "tick": "0.01", "detail": "0.01"})
-    assert "expected 0.02" in str(money.tick_rejection_finding(case, wrong))
-    vague = money.OrderAnswer(400, {"code": "tick_misaligned", "tick": "0.02", "detail": "bad"})
-    assert "does not name" in str(money.tick_rejection_finding(case, vague))
-
-
 def test_table_lines_up_columns() -> None:
     text = money.table(("a", "long"), [(1, 2), ("xyz", "")])
     assert text.splitlines() == ["a    long", "---  ----", "1    2", "xyz"]

@@ -1,68 +1,14 @@
-"""Order-probe logic: settings, tickets and answers, realised P&L, bounded properties,
-reconciliation, money columns, the open-position index, the precision counter, and a burst
-that really overlaps on a local server."""
+"""Order-grading logic: realised P&L, money scale on the wire, bounded properties,
+reconciliation, money columns, the open-position index, and tick refusals."""
 
 from __future__ import annotations
 
-import json
-import threading
-from collections.abc import Iterator
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
-import httpx
 import pytest
 
-from pytest_spark.probes import orders
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def test_repository_settings_load() -> None:
-    settings = orders.load_settings(REPO / "ops" / "money.toml")
-    assert settings["hypothesis"]["seed"] == int(settings["hypothesis"]["seed"])
-    assert "THYAO" in settings["market"]["symbols"]
-    assert settings["G03"]["concurrent_submissions"] >= 20
-
-
-@pytest.mark.parametrize(
-    "text",
-    ["seed = 1\n", '[M1]\nlimit = "one"\n', "[M1]\nlimit = true\n", "[market]\nsymbols = [1]\n"],
-)
-def test_bad_settings_name_the_key(text: str, tmp_path: Path) -> None:
-    path = tmp_path / "money.toml"
-    path.write_text(text)
-    with pytest.raises(ValueError, match=str(path)):
-        orders.load_settings(path)
-
-
-def test_ticket_body_carries_price_as_a_decimal_string() -> None:
-    ticket = orders.Ticket("acct", "THYAO", "sell", 3, Decimal("285.25"))
-    assert ticket.body() == {
-        "account_id": "acct",
-        "symbol": "THYAO",
-        "side": "sell",
-        "quantity": 3,
-        "price": "285.25",
-    }
-    assert ticket.signed_quantity == -3
-    assert ticket.notional == Decimal("855.75")
-    assert ticket.describe() == "sell 3 THYAO @ 285.25 (acct)"
-
-
-def test_reply_keeps_bytes_and_reads_problem_fields() -> None:
-    problem = orders.Reply(
-        422, b'{"code":"idempotency_key_reused","detail":"other payload","status":422}'
-    )
-    assert problem.code == "idempotency_key_reused"
-    assert problem.describe() == "422 idempotency_key_reused: other payload"
-    order = orders.Reply(201, b'{"id":7,"commission":"0.14"}', replayed=True)
-    assert order.field("commission") == "0.14" and order.code is None
-    assert order.describe() == "201 replayed"
-    # Money read with exact decimals: a JSON number is kept as written, not as a float.
-    assert orders.Reply(201, b'{"price":1.10}').field("price") == Decimal("1.10")
-    assert orders.Reply(502, b"<html>bad gateway</html>").body is None
+from pytest_spark.probes import money, orders
+from pytest_spark.probes.spark_api import Answer
 
 
 @pytest.mark.parametrize(
@@ -180,137 +126,19 @@ def test_near_misses_are_not_the_open_position_index(indexdef: str) -> None:
     assert finding is not None and indexdef in finding
 
 
-EXPOSITION = """\
-# HELP spark_decimal_precision_errors_total Amounts that needed rounding.
-# TYPE spark_decimal_precision_errors_total counter
-spark_decimal_precision_errors_total{site="commission"} 0.0
-spark_decimal_precision_errors_total{site="average_price"} 2.0
-spark_decimal_precision_errors_created{site="commission"} 1.79e+09
-"""
+def problem(status: int, body: dict[str, object]) -> Answer:
+    import json
+
+    return Answer(status, json.dumps(body).encode())
 
 
-def test_precision_error_counter_sums_every_site() -> None:
-    assert orders.counter_total(EXPOSITION, orders.PRECISION_ERRORS) == 2.0
-    assert orders.counter_total("# nothing here\n", orders.PRECISION_ERRORS) is None
-
-
-class OrderDesk(BaseHTTPRequestHandler):
-    """Answers an order only once every order of the burst has arrived (a barrier): a client
-    that sends them one after another gets 503s instead."""
-
-    barrier: threading.Barrier
-    release = threading.Event()
-
-    def do_GET(self) -> None:
-        self._answer(200, b"{}")
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        try:
-            self.barrier.wait()
-        except threading.BrokenBarrierError:
-            self._answer(503, b'{"code":"service_unavailable"}')
-            return
-        self.release.wait(timeout=5)
-        key = self.headers["Idempotency-Key"]
-        self._answer(201, json.dumps({"quantity": body["quantity"], "key": key}).encode())
-
-    def _answer(self, status: int, content: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(content)))
-        self.end_headers()
-        self.wfile.write(content)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def order_desk() -> Iterator[tuple[str, type[OrderDesk]]]:
-    class Desk(OrderDesk):
-        release = threading.Event()  # its own, so one test's desk never releases another's
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Desk)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", Desk
-    finally:
-        Desk.release.set()
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-
-
-def test_burst_submissions_overlap_and_answer_in_order(
-    order_desk: tuple[str, type[OrderDesk]],
-) -> None:
-    url, desk = order_desk
-    desk.barrier = threading.Barrier(5, timeout=5)
-    desk.release.set()
-    tickets = [orders.Ticket("acct", "SASA", "buy", q, Decimal("4.58")) for q in range(1, 6)]
-    replies = orders.submit_burst(url, [(t, f"k{t.quantity}") for t in tickets], timeout_s=10)
-    assert [r.status for r in replies] == [201] * 5
-    assert [r.field("quantity") for r in replies] == [1, 2, 3, 4, 5]
-    assert replies[0].field("key") == '"k1"'  # sent as an sf-string
-
-
-def test_burst_is_bounded_by_its_timeout(order_desk: tuple[str, type[OrderDesk]]) -> None:
-    url, desk = order_desk
-    desk.barrier = threading.Barrier(1, timeout=5)
-    ticket = orders.Ticket("acct", "SASA", "buy", 1, Decimal("4.58"))
-    # Whichever bound fires first: the burst's own deadline or the per-request timeout.
-    with pytest.raises((TimeoutError, httpx.TimeoutException)):
-        orders.submit_burst(url, [(ticket, "k")], timeout_s=0.5)
-
-
-def reply(status: int, code: str | None = None, replayed: bool = False) -> orders.Reply:
-    body = json.dumps({"code": code} if code else {"id": 1}).encode()
-    return orders.Reply(status, body, replayed)
-
-
-@pytest.mark.parametrize(
-    ("statuses", "kind"),
-    [
-        ([reply(201), reply(409, "idempotency_key_in_use"), reply(201, replayed=True)], "refused"),
-        ([reply(201), reply(201)], "placed_again"),
-        ([reply(201), reply(201, replayed=True), reply(201, replayed=True)], "no_overlap"),
-        ([reply(201), reply(409, "something_else")], "no_overlap"),
-        ([reply(503, "service_unavailable")], "no_overlap"),
-    ],
-    ids=["refused", "placed-again", "replays-only", "other-409", "nothing-placed"],
-)
-def test_a_burst_shows_whether_the_in_flight_answer_was_exercised(
-    statuses: list[orders.Reply], kind: str
-) -> None:
-    assert orders.classify_burst(statuses) == kind
-
-
-def test_a_target_without_the_hold_hook_is_told_apart() -> None:
-    """A real deployment answers 404 (or 401/403/405) to the sandbox's hold route: the probe
-    says so (None) and places no order, so the check can fall back to bursts."""
-    posted: list[str] = []
-
-    class RealTarget(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            posted.append(self.path)
-            self.send_response(404)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), RealTarget)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}"
-        ticket = orders.Ticket("acct", "SASA", "buy", 1, Decimal("4.58"))
-        assert orders.submit_while_held(url, ticket, "k", timeout_s=5) is None
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-    assert posted == [orders.HOLDS_PATH]
+def test_tick_rejection_must_be_a_400_naming_the_tick() -> None:
+    case = money.TickCase("KOZAL", Decimal("20.01"), "edge")
+    ok = problem(400, {"code": "tick_misaligned", "tick": "0.02", "detail": "step 0.02"})
+    assert orders.tick_rejection_finding(case, ok) is None
+    accepted = problem(201, {"id": 1})
+    assert "expected 400" in str(orders.tick_rejection_finding(case, accepted))
+    wrong = problem(400, {"code": "tick_misaligned", "tick": "0.01", "detail": "0.01"})
+    assert "expected 0.02" in str(orders.tick_rejection_finding(case, wrong))
+    vague = problem(400, {"code": "tick_misaligned", "tick": "0.02", "detail": "bad"})
+    assert "does not name" in str(orders.tick_rejection_finding(case, vague))

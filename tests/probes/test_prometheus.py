@@ -70,8 +70,11 @@ def test_expected_targets_file(tmp_path: Path) -> None:
     bad.write_text("[jobs]\napi = 0\n")
     with pytest.raises(ValueError, match="api = 0 must be a whole number"):
         prometheus.load_expected_targets(bad)
-    bad.write_text("title = 'x'\n")
+    bad.write_text("[jobs]\n")
     with pytest.raises(ValueError, match="non-empty \\[jobs\\]"):
+        prometheus.load_expected_targets(bad)
+    bad.write_text("[jobs]\napi = 1\n[job]\nx = 1\n")
+    with pytest.raises(ValueError, match=r"unknown key.*job;"):
         prometheus.load_expected_targets(bad)
 
 
@@ -149,16 +152,24 @@ def test_rule_health_needs_an_evaluation_and_no_error() -> None:
     assert ok.file == "/r.yml"
 
 
-def test_poll_stops_when_done_and_at_the_deadline() -> None:
-    calls: list[int] = []
+EXPOSITION = """\
+# HELP spark_decimal_precision_errors_total Amounts that needed rounding.
+# TYPE spark_decimal_precision_errors_total counter
+spark_decimal_precision_errors_total{site="commission"} 0.0
+spark_decimal_precision_errors_total{site="average_price"} 2.0
+spark_decimal_precision_errors_created{site="commission"} 1.79e+09
+# HELP spark_csp_violations_total Reports received.
+# TYPE spark_csp_violations_total counter
+"""
 
-    def fetch() -> int:
-        calls.append(1)
-        return len(calls)
 
-    assert prometheus.poll(fetch, lambda n: n >= 3, timeout_s=10) == 3
-    calls.clear()
-    assert prometheus.poll(fetch, lambda n: False, timeout_s=0) == 1
+def test_exposition_total_sums_every_label_set() -> None:
+    metric = "spark_decimal_precision_errors_total"
+    assert prometheus.exposition_total(EXPOSITION, metric) == 2.0
+    # Declared with no child yet: nothing has been counted, which is a measurement of 0.
+    assert prometheus.exposition_total(EXPOSITION, "spark_csp_violations_total") == 0.0
+    assert prometheus.exposition_total("# nothing here\n", metric) is None
+    assert prometheus.exposition_total("x_total 3\n", "x_total") == 3.0  # untyped
 
 
 def test_alert_definitions_of_the_repo_rules_skip_promtool_tests(tmp_path: Path) -> None:

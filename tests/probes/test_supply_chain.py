@@ -25,7 +25,9 @@ REPO = Path(__file__).resolve().parents[2]
         ("A OR B AND C", ("OR", ["A", ("AND", ["B", "C"])])),
         ("(A OR B) AND C", ("AND", [("OR", ["A", "B"]), "C"])),
         ("GPL-2.0-only WITH Classpath-exception-2.0", "GPL-2.0-only WITH Classpath-exception-2.0"),
-        ("mit or  MIT-0", ("OR", ["mit", "MIT-0"])),
+        # A known SPDX id is spelt as the licence list spells it, whatever the case written.
+        ("mit or  MIT-0", ("OR", ["MIT", "MIT-0"])),
+        ("LicenseRef-acme", "LicenseRef-acme"),
     ],
 )
 def test_spdx_expressions_parse(text: str, tree: Any) -> None:
@@ -118,7 +120,10 @@ def test_denied_finding_names_the_licence() -> None:
     [
         ({"policy": {"allow": ["MIT"], "deny": ["MIT"]}}, "both allowed and denied"),
         ({"policy": {"allow": []}}, "allow is empty"),
-        ({"policy": {"allow": ["MIT"]}, "rules": {}}, "unknown table"),
+        ({"policy": {"allow": ["MIT"]}, "rules": {}}, "unknown key rules"),
+        ({"policy": {"allow": ["MIT"], "alow": ["BSD"]}}, r"unknown key \[policy\] alow"),
+        ({"policy": {"allow": "MIT"}}, r"\[policy\] allow must be an array"),
+        ({"policy": {"allow": ["MIT OR BSD-3-Clause"]}}, "list single ids"),
         ({"policy": {"allow": ["MIT"]}, "reviewed": {"pkg:pypi/x": "MIT OR"}}, "pkg:pypi/x"),
     ],
 )

@@ -21,18 +21,10 @@ from typing import Any
 
 import pytest
 
-from spark_sandbox.runs import (
-    RUN_RECORD,
-    STATE_FILE,
-    ProcessIdentity,
-    RunRecord,
-    process_start_time,
-    reap_stale_runs,
-    run_key,
-    seal,
-    write_state,
-)
-from spark_sandbox.sandbox import find_running, stop_recorded
+from spark_sandbox.home import run_key, seal
+from spark_sandbox.processes import ProcessIdentity, process_start_time
+from spark_sandbox.runs import RUN_RECORD, RunRecord, reap_stale_runs
+from spark_sandbox.state import STATE_FILE, find_running, stop_recorded, write_state
 
 RUN_NAME = "run-20260101T000000000000-{}"
 

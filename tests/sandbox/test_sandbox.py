@@ -24,19 +24,14 @@ import psycopg
 import pytest
 
 from spark_sandbox import ops_defects
-from spark_sandbox.runs import ProcessIdentity, RunRecord, run_key, write_state
-from spark_sandbox.sandbox import (
-    STATE_FILE,
-    Endpoints,
-    Plan,
-    Sandbox,
-    find_running,
-    group_members,
-    process_start_time,
-    reap_stale_runs,
-    redact,
-)
+from spark_sandbox.defects import Blueprint
+from spark_sandbox.deployment import SERVICES, Launch, Plan, ServiceSpec, replaced
+from spark_sandbox.home import run_key
+from spark_sandbox.processes import ProcessIdentity, group_members, process_start_time
+from spark_sandbox.runs import RunRecord, reap_stale_runs
+from spark_sandbox.sandbox import STATE_FILE, Endpoints, Sandbox, find_running, redact
 from spark_sandbox.services.process import ServiceProcess, ServiceStartError
+from spark_sandbox.state import write_state
 
 REPO = Path(__file__).resolve().parents[2]
 SCRAPE_JOBS = {
@@ -246,13 +241,32 @@ def test_endpoints_survive_a_json_round_trip(healthy: tuple[Sandbox, Endpoints])
     assert record.owner.pid == os.getpid() and record.detached is False
     assert {name: p.pid for name, p in record.processes.items()} == dict(ep.pids)
     assert ep.toxiproxy_token and ep.toxiproxy_token not in repr(ep)
+    # Every credential is declared, and every password a DSN embeds is one of them.
+    secrets = ep.secrets()
+    assert secrets["toxiproxy_token"] == ep.toxiproxy_token
+    for dsn in (ep.postgres_dsn, ep.app_dsn, ep.listen_dsn, ep.pgbouncer_admin_dsn):
+        password = dsn.split("password=")[1].split()[0]
+        assert password in secrets.values(), redact(dsn)
+    # Its own release, named as a build pipeline would name it, inside its run dir.
+    for path in (ep.artifact_path, ep.sbom_path, ep.provenance_path):
+        assert path.is_file() and ep.run_dir in path.parents, path
+    assert ep.artifact_path.name.endswith(".tar.gz")
 
 
 # -- start failures, a second sandbox, ops defects -----------------------------------------------
 
 
-class ApiThatCannotStart(Sandbox):
+def api_that_cannot_start(plan: Plan, launch: Launch) -> None:
     """The API exits at once with a message, after the database tier is already up."""
+    argv = [sys.executable, "-c", "print('api: cannot bind the order book'); raise SystemExit(3)"]
+    service = ServiceProcess(
+        "api", argv, log_path=plan.run_dir / "logs" / "api.log", ready=lambda: False
+    )
+    launch.spawn("api", service, "nowhere")
+
+
+class StopRecordingSandbox(Sandbox):
+    """Remembers which services its stop() had to stop."""
 
     stopped_pids: tuple[int, ...] = ()
 
@@ -260,21 +274,14 @@ class ApiThatCannotStart(Sandbox):
         self.stopped_pids = tuple(s.pid for _, s in self._services if s.pid is not None)
         super().stop()
 
-    def _start_api(self, plan: Plan) -> None:
-        argv = [
-            sys.executable,
-            "-c",
-            "print('api: cannot bind the order book'); raise SystemExit(3)",
-        ]
-        service = ServiceProcess(
-            "api", argv, log_path=plan.run_dir / "logs" / "api.log", ready=lambda: False
-        )
-        self._spawn(plan, "api", service, "nowhere")
-
 
 def test_a_service_that_fails_raises_with_its_log_and_leaves_nothing(run_root: Path) -> None:
     lines: list[str] = []
-    sandbox = ApiThatCannotStart(run_root=run_root, progress=lines.append)
+    [api] = [spec for spec in SERVICES if spec.name == "api"]
+    failing = ServiceSpec("api", api.after, api_that_cannot_start)
+    sandbox = StopRecordingSandbox(
+        run_root=run_root, progress=lines.append, services=replaced(SERVICES, failing)
+    )
     with pytest.raises(ServiceStartError) as raised:
         sandbox.start()
     assert raised.value.name == "api"
@@ -590,14 +597,19 @@ def ops_source(tmp_path: Path) -> Path:
     return write_ops_dir(tmp_path / "ops")
 
 
+def served_ops(defects: list[str], run_dir: Path, source: Path) -> Path:
+    """The ops dir a deployment with ``defects`` serves from ``source``."""
+    return ops_defects.prepare_ops_dir(Blueprint.of(defects).ops_changes, run_dir, source)
+
+
 def test_healthy_deployments_serve_the_repo_ops_dir(ops_source: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    assert ops_defects.prepare_ops_dir(("scrape_target_down",), run_dir, ops_source) == ops_source
+    assert served_ops(["scrape_target_down"], run_dir, ops_source) == ops_source
     assert not run_dir.exists()
 
 
 def test_no_6h_burn_alert_drops_only_the_slow_burn_alert(ops_source: Path, tmp_path: Path) -> None:
-    served = ops_defects.prepare_ops_dir(("no_6h_burn_alert",), tmp_path / "run", ops_source)
+    served = served_ops(["no_6h_burn_alert"], tmp_path / "run", ops_source)
     assert served == tmp_path / "run" / "ops"
     import yaml
 
@@ -612,9 +624,7 @@ def test_no_6h_burn_alert_drops_only_the_slow_burn_alert(ops_source: Path, tmp_p
 def test_dashboard_variable_without_default_removes_current(
     ops_source: Path, tmp_path: Path
 ) -> None:
-    served = ops_defects.prepare_ops_dir(
-        ("dashboard_variable_without_default",), tmp_path / "run", ops_source
-    )
+    served = served_ops(["dashboard_variable_without_default"], tmp_path / "run", ops_source)
     variable = json.loads((served / "grafana/orders.json").read_text())["templating"]["list"][0]
     assert variable == {"name": "instance"}
     assert variables_without_default(ops_source) == []
@@ -637,7 +647,7 @@ def test_an_ops_defect_without_its_artefact_is_a_clear_error(
     source = tmp_path / "ops"
     source.mkdir()
     with pytest.raises(ops_defects.OpsDefectError, match=f"{defect} needs .*{missing}"):
-        ops_defects.prepare_ops_dir((defect,), tmp_path / "run", source)
+        served_ops([defect], tmp_path / "run", source)
 
 
 def test_a_promtool_test_file_beside_the_rules_is_not_loaded_as_rules(ops_source: Path) -> None:
@@ -649,8 +659,9 @@ def test_a_promtool_test_file_beside_the_rules_is_not_loaded_as_rules(ops_source
 def test_the_default_run_root_and_state_dir_do_not_depend_on_the_working_directory(
     own_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from spark_sandbox.runs import sandbox_home, state_dir_default
-    from spark_sandbox.sandbox import check_reachable_by_postgres, default_run_root
+    from spark_sandbox.home import sandbox_home
+    from spark_sandbox.runs import check_reachable_by_postgres, default_run_root
+    from spark_sandbox.state import state_dir_default
 
     private = tmp_path / "private-clone"  # a clone inside a 0700 directory, as mktemp -d makes
     private.mkdir(mode=0o700)

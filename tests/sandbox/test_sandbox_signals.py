@@ -21,7 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from spark_sandbox.runs import RUN_RECORD, RunRecord, process_start_time, run_key
+from spark_sandbox.home import run_key
+from spark_sandbox.processes import process_start_time
+from spark_sandbox.runs import RUN_RECORD, RunRecord
 from spark_sandbox.sandbox import Sandbox, sigterm_as_interrupt
 
 REPO = Path(__file__).resolve().parents[2]

@@ -199,7 +199,7 @@ def test_bad_alertmanager_config_is_a_start_error_with_the_log(run_dir: Path) ->
 
 
 def test_prometheus_has_no_lifecycle_api_and_reloads_on_sighup(run_dir: Path) -> None:
-    from spark_sandbox.sandbox import reload_config
+    from spark_sandbox.wiring import reload_config
 
     port = free_port()
     config = write_config(

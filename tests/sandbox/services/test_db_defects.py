@@ -7,11 +7,8 @@ import psycopg
 import pytest
 from services_support import assert_stopped
 
-from spark_sandbox.services.db_defects import (
-    idle_in_transaction_seconds,
-    migrate_with_defects,
-    start_db_defect_processes,
-)
+from spark_sandbox.defects import Blueprint
+from spark_sandbox.services.db_defects import idle_in_transaction_seconds, migrate_with_defects
 from spark_sandbox.services.migrate import MIGRATIONS_DIR, list_migrations
 from spark_sandbox.services.pgbouncer import start_pgbouncer
 from spark_sandbox.services.postgres import Postgres
@@ -85,8 +82,9 @@ def test_long_running_query_sits_idle_in_transaction_through_pgbouncer(
 ) -> None:
     bouncer_proc, bouncer = start_pgbouncer(run_dir, pg)
     try:
-        assert start_db_defect_processes(run_dir, bouncer.dsn(), ["no_coep"]) == []
-        [idle] = start_db_defect_processes(run_dir, bouncer.dsn(), ["long_running_query"])
+        assert Blueprint.of(["no_coep"]).db_sessions == []
+        [start_session] = Blueprint.of(["long_running_query"]).db_sessions
+        idle = start_session(run_dir, bouncer.dsn())
         pid = idle.pid
         assert pid is not None
         try:

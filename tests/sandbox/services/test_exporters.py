@@ -21,7 +21,8 @@ def samples(text: str) -> dict[str, float]:
 def test_pgbouncer_exporter_reports_pools_and_goes_down_with_pgbouncer(
     run_dir: Path, pg: Postgres
 ) -> None:
-    bouncer_proc, bouncer = start_pgbouncer(run_dir, pg, defects=["pool_mode_session"])
+    session_pools = {"spark": "session", "spark_listen": "session"}
+    bouncer_proc, bouncer = start_pgbouncer(run_dir, pg, pool_modes=session_pools)
     try:
         exporter_proc, exporter = start_pgbouncer_exporter(run_dir, bouncer)
         pid = exporter_proc.pid

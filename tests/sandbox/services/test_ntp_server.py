@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from services_support import assert_stopped
 
+from spark_sandbox.defects import Blueprint
 from spark_sandbox.services import ntp as ntp_module
 from spark_sandbox.services.ntp import (
     MODE_SERVER,
@@ -55,7 +56,9 @@ def test_ntp_serves_host_time_and_stops_clean(run_dir: Path) -> None:
 
 
 def test_ntp_offset_defect_serves_time_five_seconds_ahead(run_dir: Path) -> None:
-    proc, ntp = start_ntp(run_dir, defects=["ntp_offset", "no_coep"])
+    proc, ntp = start_ntp(
+        run_dir, offset_seconds=Blueprint.of(["ntp_offset", "no_coep"]).ntp_offset_s
+    )
     try:
         assert ntp.offset_seconds == 5.0
         assert best_of(ntp.host, ntp.port) == pytest.approx(5.0, abs=0.5)

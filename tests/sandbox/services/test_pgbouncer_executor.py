@@ -8,6 +8,7 @@ import psycopg
 import pytest
 from services_support import assert_stopped
 
+from spark_sandbox.defects import Blueprint
 from spark_sandbox.services import pgbouncer as pgbouncer_module
 from spark_sandbox.services.pgbouncer import PgBouncer, start_pgbouncer
 from spark_sandbox.services.postgres import Postgres
@@ -68,7 +69,9 @@ def test_stats_user_reads_the_console(bouncer: tuple[ServiceProcess, PgBouncer])
 def test_each_defect_flips_one_pool_mode(
     run_dir: Path, pg: Postgres, defect: str, expected: dict[str, str]
 ) -> None:
-    proc, pgb = start_pgbouncer(run_dir, pg, defects=[defect, "no_coep"])
+    proc, pgb = start_pgbouncer(
+        run_dir, pg, pool_modes=Blueprint.of([defect, "no_coep"]).pool_modes
+    )
     try:
         assert show_pool_modes(pgb) == expected
     finally:

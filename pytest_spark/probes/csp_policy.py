@@ -1,8 +1,9 @@
-"""B5 probe logic: parse and grade a Content-Security-Policy, COOP/COEP, the origin allowlist.
+"""B5 the Content-Security-Policy and COOP/COEP: parse, grade, and match URLs against sources.
 
 Pure functions first (no browser, no HTTP), so every rule is unit-tested without a page; the
-few HTTP calls are at the bottom and the browser side is :mod:`pytest_spark.probes.browser`.
-Not imported by ``pytest_spark.plugin`` (loading the plugin must not import httpx).
+one HTTP call (the page's headers) is at the bottom. The allowlist of third-party origins is
+:mod:`pytest_spark.probes.csp_allowlist`, the violation reports
+:mod:`pytest_spark.probes.csp_reports`, the browser :mod:`pytest_spark.probes.browser`.
 
 Sources: CSP Level 3, "parse a serialized CSP" (``;``-separated directives, the first of a
 repeated directive wins; ``,`` separates policies in one header), "does url match expression
@@ -13,14 +14,10 @@ DOMAIN-FACTS §7); origins are serialized as the WHATWG URL standard does.
 
 from __future__ import annotations
 
-import json
 import re
-import tomllib
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
-from urllib.parse import urljoin, urlsplit
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -73,7 +70,6 @@ HOST_SOURCE = re.compile(
 )
 NONCE_OR_HASH = re.compile(r"^'(nonce|sha256|sha384|sha512)-([^']*)'$", re.IGNORECASE)
 MIN_NONCE_LENGTH = 8
-PLACEHOLDER = re.compile(r"^\{([a-z_][a-z0-9_]*)\}$")
 
 
 # --- parsing ---------------------------------------------------------------------------
@@ -189,29 +185,6 @@ def grade_policy(policy: Policy) -> list[Finding]:
     for name in policy.ignored_duplicates:
         findings.append(Finding(MEDIUM, name, "repeated: browsers ignore all but the first"))
     return findings
-
-
-LEGACY_REPORT = "application/csp-report"
-REPORTING_API_REPORT = "application/reports+json"
-
-
-def report_endpoints(
-    policies: Sequence[Policy], reporting_endpoints: str, page_url: str
-) -> dict[str, list[str]]:
-    """Absolute URLs the page's violation reports go to, by the body type sent there:
-    ``report-uri`` gets ``application/csp-report``; a ``report-to`` group, resolved through the
-    ``Reporting-Endpoints`` header, gets ``application/reports+json``."""
-    named = dict(re.findall(r'([A-Za-z0-9_-]+)\s*=\s*"([^"]*)"', reporting_endpoints or ""))
-    legacy: list[str] = []
-    reporting: list[str] = []
-    for policy in policies:
-        legacy += [urljoin(page_url, uri) for uri in policy.directives.get("report-uri", ())]
-        groups = policy.directives.get("report-to", ())
-        reporting += [urljoin(page_url, named[g]) for g in groups if g in named]
-    return {
-        LEGACY_REPORT: list(dict.fromkeys(legacy)),
-        REPORTING_API_REPORT: list(dict.fromkeys(reporting)),
-    }
 
 
 # --- COOP / COEP ---------------------------------------------------------------------------
@@ -343,210 +316,7 @@ def named_origins(policy: Policy, page_origin: str) -> set[str]:
     return found
 
 
-@dataclass(frozen=True)
-class AllowlistEntry:
-    """One origin the web page may load from: a literal origin or an endpoint placeholder."""
-
-    origin: str
-    purpose: str
-    owner: str
-
-
-class AllowlistError(ValueError):
-    """The allowlist file is malformed, or an entry cannot be resolved for this target."""
-
-
-def parse_allowlist(
-    doc: Mapping[str, Any], source: str = "csp-allowlist.toml"
-) -> list[AllowlistEntry]:
-    """``[[origin]]`` tables with ``origin``, ``purpose`` and ``owner``. An origin is either a
-    literal ``scheme://host[:port]`` or exactly one ``{endpoint}`` placeholder; wildcards,
-    bare schemes and paths are refused, since an allowlist entry is a reviewed origin."""
-    entries = doc.get("origin")
-    if not isinstance(entries, list):
-        raise AllowlistError(f"{source}: expected [[origin]] tables, found none")
-    parsed = []
-    for index, raw in enumerate(entries, 1):
-        where = f"{source}: [[origin]] #{index}"
-        if not isinstance(raw, Mapping):
-            raise AllowlistError(f"{where} must be a table")
-        missing = [k for k in ("origin", "purpose", "owner") if not isinstance(raw.get(k), str)]
-        if missing:
-            raise AllowlistError(f"{where} lacks {', '.join(missing)} (each a string)")
-        origin = raw["origin"].strip()
-        if not PLACEHOLDER.match(origin):
-            _check_literal_origin(origin, where)
-        parsed.append(AllowlistEntry(origin, raw["purpose"], raw["owner"]))
-    return parsed
-
-
-def _check_literal_origin(origin: str, where: str) -> None:
-    if "*" in origin:
-        raise AllowlistError(f"{where}: {origin!r} is a wildcard; list each origin")
-    if not is_network_url(origin) or not urlsplit(origin).hostname:
-        raise AllowlistError(f"{where}: {origin!r} is not an origin such as https://host:port")
-    if origin_of(origin) != origin.rstrip("/").lower():
-        raise AllowlistError(
-            f"{where}: {origin!r} is not a bare origin (write {origin_of(origin)!r})"
-        )
-
-
-def resolve_allowlist(
-    entries: Sequence[AllowlistEntry], endpoint: Callable[[str], str]
-) -> dict[str, AllowlistEntry]:
-    """Serialized origin -> entry. A ``{key}`` placeholder is the origin of the target's
-    endpoint ``key`` (``endpoint`` raises naming the key when the target lacks it), which is
-    how an origin whose port is only known at deployment stays a single reviewed origin."""
-    resolved: dict[str, AllowlistEntry] = {}
-    for entry in entries:
-        placeholder = PLACEHOLDER.match(entry.origin)
-        if placeholder:
-            value = endpoint(placeholder[1])
-            _check_literal_origin(origin_of(value), f"endpoint {placeholder[1]} = {value!r}")
-            resolved[origin_of(value)] = entry
-        else:
-            resolved[origin_of(entry.origin)] = entry
-    return resolved
-
-
-def load_allowlist(path: Path) -> list[AllowlistEntry]:
-    with path.open("rb") as handle:
-        return parse_allowlist(tomllib.load(handle), str(path))
-
-
-# --- the page's requests against the allowlist and the policy --------------------------------
-
-
-@dataclass(frozen=True)
-class PageRequest:
-    url: str
-    resource_type: str
-
-
-@dataclass
-class OriginAudit:
-    """Third-party origins the page loaded and where they fall short."""
-
-    third_party: dict[str, list[PageRequest]] = field(default_factory=dict)
-    off_allowlist: dict[str, list[PageRequest]] = field(default_factory=dict)
-    not_permitted_by_csp: dict[str, list[PageRequest]] = field(default_factory=dict)
-
-
-def audit_origins(
-    requests: Iterable[PageRequest],
-    page_url: str,
-    allowlist: Mapping[str, AllowlistEntry],
-    policies: Sequence[Policy],
-) -> OriginAudit:
-    """Each network request of the page: same-origin (fine), or a third-party origin that
-    must be on the allowlist and permitted by every policy for its kind of fetch."""
-    page_origin = origin_of(page_url)
-    audit = OriginAudit()
-    for request in requests:
-        if not is_network_url(request.url):
-            continue
-        origin = origin_of(request.url)
-        if origin == page_origin or source_allows("'self'", request.url, page_origin):
-            continue
-        audit.third_party.setdefault(origin, []).append(request)
-        if origin not in allowlist:
-            audit.off_allowlist.setdefault(origin, []).append(request)
-        if not all(
-            policy_allows(p, request.resource_type, request.url, page_url) for p in policies
-        ):
-            audit.not_permitted_by_csp.setdefault(origin, []).append(request)
-    return audit
-
-
-def origins_named_off_allowlist(
-    policies: Sequence[Policy], page_url: str, allowlist: Mapping[str, AllowlistEntry]
-) -> list[str]:
-    """Origins the policy trusts that nobody reviewed: named in a directive but neither the
-    page's own origin nor on the allowlist (a wildcard source is always in this list)."""
-    page_origin = origin_of(page_url)
-    named = set().union(*(named_origins(p, page_origin) for p in policies)) if policies else set()
-    return sorted(o for o in named if o != page_origin and o not in allowlist)
-
-
-def describe_requests(requests: Mapping[str, list[PageRequest]]) -> str:
-    return "; ".join(
-        f"{origin} ({', '.join(sorted({r.resource_type for r in reqs}))}: "
-        f"{', '.join(sorted({urlsplit(r.url).path or '/' for r in reqs}))})"
-        for origin, reqs in sorted(requests.items())
-    )
-
-
-# --- report bodies ---------------------------------------------------------------------------
-
-
-def legacy_report(page_url: str, policy: str, blocked_url: str) -> bytes:
-    """A well-formed ``application/csp-report`` body (the deprecated ``report-uri``)."""
-    return json.dumps(
-        {
-            "csp-report": {
-                "document-uri": page_url,
-                "referrer": "",
-                "violated-directive": "script-src-elem",
-                "effective-directive": "script-src-elem",
-                "original-policy": policy,
-                "disposition": "enforce",
-                "blocked-uri": blocked_url,
-                "status-code": 200,
-                "script-sample": "",
-            }
-        }
-    ).encode()
-
-
-def reporting_api_report(page_url: str, policy: str, blocked_url: str, user_agent: str) -> bytes:
-    """A well-formed ``application/reports+json`` body: a JSON array of ``csp-violation``
-    reports, as a browser's Reporting API sends for ``report-to``."""
-    return json.dumps(
-        [
-            {
-                "age": 10,
-                "type": "csp-violation",
-                "url": page_url,
-                "user_agent": user_agent,
-                "body": {
-                    "documentURL": page_url,
-                    "blockedURL": blocked_url,
-                    "effectiveDirective": "script-src-elem",
-                    "originalPolicy": policy,
-                    "disposition": "enforce",
-                    "statusCode": 200,
-                    "sample": "",
-                },
-            }
-        ]
-    ).encode()
-
-
-MALFORMED_REPORTS = {
-    # Not JSON at all, and JSON of the wrong shape for each type: a collector should refuse
-    # both with a 4xx rather than count them (or fall over with a 5xx).
-    "application/csp-report": b'{"csp-report": "not an object"}',
-    "application/reports+json": b'{"type": "csp-violation"}',
-}
-
-
-def violation_reports_counted(
-    metrics_text: str, metric: str = "spark_csp_violations_total"
-) -> float | None:
-    """The sum of the report collector's counter over its labels, from a Prometheus text
-    exposition; None when the deployment does not expose it."""
-    total, seen = 0.0, False
-    for line in metrics_text.splitlines():
-        # A labelled counter with no report yet is declared but has no sample: that is 0.
-        if line.startswith(f"# TYPE {metric} "):
-            seen = True
-        if line.startswith(metric) and line[len(metric) : len(metric) + 1] in ("{", " "):
-            seen = True
-            total += float(line.rsplit(None, 1)[-1])
-    return total if seen else None
-
-
-# --- I/O: the page's headers and the report collector, over plain HTTP -------------------------
+# --- I/O: the page's headers over plain HTTP ---------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -569,22 +339,3 @@ def fetch_page_headers(url: str, timeout_s: float) -> PageHeaders:
         csp=tuple(response.headers.get_list("content-security-policy")),
         csp_report_only=tuple(response.headers.get_list("content-security-policy-report-only")),
     )
-
-
-def post_report(url: str, media_type: str, body: bytes, timeout_s: float) -> int:
-    """POST one violation report as a browser does; the status code it got."""
-    response = httpx.post(
-        url, content=body, timeout=timeout_s, headers={"Content-Type": media_type}
-    )
-    return response.status_code
-
-
-def scrape_violation_reports(metrics_url: str, timeout_s: float) -> float | None:
-    """The collector's received-report count, or None when the metrics are not reachable."""
-    try:
-        response = httpx.get(metrics_url, timeout=timeout_s)
-    except httpx.HTTPError:
-        return None
-    if response.status_code != 200:
-        return None
-    return violation_reports_counted(response.text)

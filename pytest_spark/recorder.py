@@ -1,0 +1,180 @@
+"""The claim and outcome recorder: what every process of a gate run does for the verdict.
+
+It runs on the controller and on each pytest-xdist worker alike: it reads the claims at
+collection (and adds the gate markers the registry implies, before ``-m`` deselects), keeps
+what was selected and deselected, marks the tests whose body really ran, judges each test's
+checks once, and puts claims and evidence on the reports. Under xdist the reports travel to
+the controller, and the selection is handed over at the end in ``workeroutput``; deciding,
+writing and signing belong to the reporter (``reporter.py``), which exists on the
+controller only.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Generator, Iterable
+from typing import Any
+
+import pytest
+
+from pytest_spark.checklist import Checklist
+from pytest_spark.claims import claimed_items
+from pytest_spark.config import SparkConfig
+from pytest_spark.evidence.bundle import Bundle
+from pytest_spark.evidence.records import CheckEvidence, Inconclusive
+from pytest_spark.evidence.redact import Redactor
+from pytest_spark.keys import call_ran_key, claims_key, evidence_key
+
+
+class ClaimRecorder:
+    def __init__(
+        self,
+        config: pytest.Config,
+        spark: SparkConfig,
+        checklist: Checklist,
+        gate: str | None,
+        bundle: Bundle | None,
+        redactor: Redactor,
+    ) -> None:
+        self.config = config
+        self.spark = spark
+        self.checklist = checklist
+        self.gate = gate
+        self.bundle = bundle  # where attachments go (the controller's bundle under xdist)
+        self.redactor = redactor
+        # nodeid -> claimed items, of the tests selected to run and of those deselected.
+        self.selected: dict[str, tuple[str, ...]] = {}
+        self.deselected: dict[str, tuple[str, ...]] = {}
+        self.blockers: list[str] = []
+        self._not_required_tests: set[str] = set()
+        self._selecting: dict[str, tuple[str, ...]] = {}
+        self._previous_sigterm: Any = None
+
+    # -- SIGTERM, how CI cancels a job ------------------------------------------------------
+
+    def pytest_sessionstart(self) -> None:
+        # SIGTERM's default kills the process at once: session fixtures (the sandbox) would
+        # never stop and no verdict would be written. As an interrupt, pytest tears down and
+        # the gate decides NO-GO, exactly as for Ctrl-C.
+        if threading.current_thread() is threading.main_thread():
+            self._previous_sigterm = signal.signal(signal.SIGTERM, self._terminated)
+
+    def _terminated(self, signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the teardown
+        raise KeyboardInterrupt(f"received {signal.Signals(signum).name}")
+
+    def pytest_unconfigure(self) -> None:
+        if self._previous_sigterm is not None and (
+            threading.current_thread() is threading.main_thread()
+        ):
+            signal.signal(signal.SIGTERM, self._previous_sigterm)
+            self._previous_sigterm = None
+
+    # -- collection -------------------------------------------------------------------------
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collection_modifyitems(
+        self, config: pytest.Config, items: list[pytest.Item]
+    ) -> None:
+        # tryfirst: the implied gate markers must be on the items before `-m` deselects.
+        not_required = []
+        for item in items:
+            ids = claimed_items(item, self.checklist)
+            item.stash[claims_key] = ids
+            for gate in sorted({g for i in ids for g in self._gates_selecting(i)}):
+                item.add_marker(gate)
+            if ids and all(self._not_required(i) for i in ids):
+                not_required.append(item)
+        if not_required:
+            # A test of an item this target does not require (K3 without a Pact Broker) is
+            # not run at all: the verdict lists the item as NOT-REQUIRED, never as a skip.
+            self._not_required_tests.update(i.nodeid for i in not_required)
+            config.hook.pytest_deselected(items=not_required)
+            dropped = set(not_required)
+            items[:] = [i for i in items if i not in dropped]
+
+    def _not_required(self, item_id: str) -> bool:
+        condition = self.checklist.items[item_id].required_when
+        return condition is not None and condition not in self.spark.target.conditions
+
+    def _gates_selecting(self, item_id: str) -> tuple[str, ...]:
+        # Memoised: the registry walk is the same for each of thousands of tests.
+        if item_id not in self._selecting:
+            self._selecting[item_id] = self.checklist.gates_selecting(item_id)
+        return self._selecting[item_id]
+
+    def pytest_deselected(self, items: Iterable[pytest.Item]) -> None:
+        for item in items:
+            ids = item.stash.get(claims_key, ())
+            if ids and item.nodeid not in self._not_required_tests:
+                self.deselected[item.nodeid] = ids
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        # After every deselection: what is left is what must run for each item.
+        self.selected = {i.nodeid: i.stash.get(claims_key, ()) for i in session.items}
+        if self.gate is None:
+            claiming = [n for n, ids in self.selected.items() if ids]
+            if claiming:
+                raise pytest.UsageError(
+                    f"spark: {len(claiming)} selected test(s) claim checklist items (e.g. "
+                    f"{claiming[0]}) but -m names no gate, so no verdict would be decided; "
+                    f"run one gate, e.g. `pytest -m go_nogo` ({', '.join(self.checklist.gates)})"
+                )
+
+    # -- running ----------------------------------------------------------------------------
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, None, None]:
+        item.stash[call_ran_key] = True
+        return (yield)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report = yield
+        claims: tuple[str, ...] = item.stash.get(claims_key, ())
+        report.spark_items = list(claims)  # type: ignore[attr-defined]
+        if report.when == "call":
+            report.spark_call_ran = item.stash.get(call_ran_key, False)  # type: ignore[attr-defined]
+        if call.excinfo is not None and call.excinfo.errisinstance(Inconclusive):
+            report.spark_inconclusive = str(call.excinfo.value)  # type: ignore[attr-defined]
+        evidence = item.stash.get(evidence_key, None)
+        if evidence is not None and report.when == "call":
+            judge_checks(report, evidence)
+            report.spark_evidence = evidence.to_json()  # type: ignore[attr-defined]
+        # Shape-keeping: a skip's (path, lineno, reason) must stay a tuple (see secrecy).
+        from pytest_spark.secrecy import redact_report
+
+        redact_report(report, self.redactor)
+        return report
+
+    # -- the end ----------------------------------------------------------------------------
+
+    def pytest_sessionfinish(self) -> None:
+        workeroutput = getattr(self.config, "workeroutput", None)
+        if workeroutput is not None:
+            # An xdist worker collected and ran; the controller decides from what it hands over.
+            workeroutput["spark_selected"] = self.selected
+            workeroutput["spark_deselected"] = self.deselected
+            workeroutput["spark_blockers"] = self.blockers
+
+
+def judge_checks(report: pytest.TestReport, evidence: CheckEvidence) -> None:
+    """The one judgement of a test's checks: a test whose check is outside its limit failed,
+    whatever its asserts said, and one with a value it could not measure is inconclusive.
+    Every failing check is listed, each with its reason, not only the first."""
+    failing = evidence.out_of_bounds()
+    shown = "; ".join(f"{m.describe()}: {m.why or 'outside its limit'}" for m in failing)
+    if report.passed and failing:
+        report.outcome = "failed"
+        report.longrepr = f"check(s) outside their limits: {shown}"
+    elif report.passed and evidence.missing():
+        reason = "no data for " + ", ".join(m.name for m in evidence.missing())
+        report.outcome = "failed"
+        report.longrepr = f"inconclusive: {reason}"
+        report.spark_inconclusive = reason  # type: ignore[attr-defined]
+    elif failing:
+        report.sections.append(("spark checks outside their limits", shown))

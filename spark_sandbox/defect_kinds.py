@@ -1,0 +1,188 @@
+"""The kinds of seeded defect: each applies itself to a :class:`~spark_sandbox.defects.Blueprint`
+by changing what its layer owns (the API's switches, PgBouncer's pool modes, the NTP offset,
+the migrated database, the ops artefacts, Prometheus/Alertmanager, the released environment).
+The registry of named defects is :mod:`spark_sandbox.defects`."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from spark_sandbox.defects import Blueprint
+
+
+def _load(reference: str) -> Callable[..., Any]:
+    """``"module:function"`` -> the function, imported now (a defect's work runs late)."""
+    module, _, name = reference.partition(":")
+    return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Defect:
+    """A named fault. ``breaks``: checklist item -> the sub-checks that must fail, no others."""
+
+    layer: ClassVar[str]
+    name: str
+    description: str
+    breaks: Mapping[str, frozenset[str]]
+
+    @property
+    def items(self) -> tuple[str, ...]:
+        return tuple(self.breaks)
+
+    def apply(self, blueprint: Blueprint) -> None:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, kw_only=True)
+class AppDefect(Defect):
+    layer: ClassVar[str] = "app"
+
+    def apply(self, blueprint: Blueprint) -> None:
+        blueprint.app_defects.append(self.name)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PoolModeDefect(Defect):
+    layer: ClassVar[str] = "pgbouncer"
+    pool: str
+    mode: str
+
+    def apply(self, blueprint: Blueprint) -> None:
+        blueprint.pool_modes[self.pool] = self.mode
+
+
+@dataclass(frozen=True, kw_only=True)
+class NtpOffsetDefect(Defect):
+    layer: ClassVar[str] = "ntp"
+    offset_s: float
+
+    def apply(self, blueprint: Blueprint) -> None:
+        blueprint.ntp_offset_s = self.offset_s
+
+
+@dataclass(frozen=True, kw_only=True)
+class UnappliedMigrationDefect(Defect):
+    layer: ClassVar[str] = "db"
+
+    def apply(self, blueprint: Blueprint) -> None:
+        blueprint.skip_last_migration = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class MigratedDatabaseDefect(Defect):
+    """Changes the database once it is migrated (``change``: a ``module:function`` of a DSN)."""
+
+    layer: ClassVar[str] = "db"
+    change: str
+
+    def apply(self, blueprint: Blueprint) -> None:
+        blueprint.after_migrate.append(lambda dsn: _load(self.change)(dsn))
+
+
+@dataclass(frozen=True, kw_only=True)
+class DatabaseSessionDefect(Defect):
+    """A live session (``start``: ``module:function`` of the run dir and a DSN)."""
+
+    layer: ClassVar[str] = "db"
+    start: str
+
+    def apply(self, blueprint: Blueprint) -> None:
+        blueprint.db_sessions.append(lambda run_dir, dsn: _load(self.start)(run_dir, dsn))
+
+
+@dataclass(frozen=True, kw_only=True)
+class OpsFileDefect(Defect):
+    """A changed copy of one kind of ops artefact. ``finds`` lists those artefacts in an ops
+    dir and ``change`` breaks them (both functions of :mod:`spark_sandbox.ops_defects`)."""
+
+    layer: ClassVar[str] = "ops"
+    artefact: str  # what it needs, for the error when the source has none
+    folder: str
+    finds: str
+    change: str
+
+    def apply(self, blueprint: Blueprint) -> None:
+        blueprint.ops_changes.append(self)
+
+    def require(self, source: Path) -> None:
+        """Fail naming the artefact when ``source`` has none of it (checked before copying)."""
+        from spark_sandbox.ops_defects import OpsDefectError
+
+        if not _load(f"spark_sandbox.ops_defects:{self.finds}")(source):
+            raise OpsDefectError(f"{self.name} needs {self.artefact} in {source / self.folder}")
+
+    def change_copy(self, ops_dir: Path) -> None:
+        _load(f"spark_sandbox.ops_defects:{self.change}")(ops_dir)
+
+
+@dataclass(frozen=True, kw_only=True)
+class OpsTextDefect(Defect):
+    """One exact text change in one file of a copy of the ops dir: ``old`` becomes ``new`` in
+    ``path`` (relative to the ops dir). The cheapest seeded defect for a check that reads an
+    artefact (a rule's threshold or ``for:``, a plan's stage): one registry entry, no code."""
+
+    layer: ClassVar[str] = "ops"
+    path: str
+    old: str
+    new: str
+
+    def apply(self, blueprint: Blueprint) -> None:
+        blueprint.ops_changes.append(self)
+
+    def require(self, source: Path) -> None:
+        """Fail naming the file and text when the source does not contain ``old`` once."""
+        from spark_sandbox.ops_defects import OpsDefectError
+
+        file = source / self.path
+        found = file.read_text(encoding="utf-8").count(self.old) if file.is_file() else 0
+        if found != 1:
+            raise OpsDefectError(
+                f"{self.name} needs {self.old!r} exactly once in {file} (found {found})"
+            )
+
+    def change_copy(self, ops_dir: Path) -> None:
+        file = ops_dir / self.path
+        file.write_text(file.read_text(encoding="utf-8").replace(self.old, self.new), "utf-8")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScrapeTargetDownDefect(Defect):
+    """One scrape job points at a port nobody listens on; the service itself keeps running."""
+
+    layer: ClassVar[str] = "ops"
+    job: str
+
+    def apply(self, blueprint: Blueprint) -> None:
+        blueprint.down_scrape_job = self.job
+
+
+@dataclass(frozen=True, kw_only=True)
+class SilencedAlertDefect(Defect):
+    layer: ClassVar[str] = "ops"
+
+    def apply(self, blueprint: Blueprint) -> None:
+        def silence(alertmanager_url: str, ops_dir: Path) -> str:
+            from spark_sandbox.ops_defects import silence_release_alert
+
+            return f"release alert silenced: {silence_release_alert(alertmanager_url, ops_dir)}"
+
+        blueprint.after_alertmanager.append(silence)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReleasedEnvironmentDefect(Defect):
+    """The released environment changes (``change``: ``module:function`` of the environment
+    and the run dir, returning the environment to release)."""
+
+    layer: ClassVar[str] = "supply_chain"
+    change: str
+
+    def apply(self, blueprint: Blueprint) -> None:
+        blueprint.release_changes.append(
+            (self.name, lambda environment, run_dir: _load(self.change)(environment, run_dir))
+        )

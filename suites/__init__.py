@@ -1,0 +1,1 @@
+"""The readiness checklist as tests; ``suites.limits`` holds the schemas of their thresholds."""

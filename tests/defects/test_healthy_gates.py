@@ -1,0 +1,67 @@
+"""The healthy sandbox passes every gate the defect matrix breaks: the blind-spot scan as
+operators run it (every B item at once, run after run), the money gate, G03 with M1–M4, and
+the contract gate. The matrix proves each check can fail; these prove they can pass.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+from gate_runner import GateOutcome, assert_healthy, gate, gate_as_typed
+
+BLIND_SPOTS = tuple(f"B{n}" for n in range(1, 10))
+MONEY = ["suites/money"]
+MONEY_ITEMS = ("M1", "M2", "M3", "M4")
+
+
+def test_healthy_blind_spot_scan_is_go(tmp_path: Path) -> None:
+    run = gate(["suites/blind_spots"], "blind_spot", None, tmp_path)
+    assert_healthy(run, BLIND_SPOTS)
+    assert run.code == 0 and run.verdict["verdict"] == "GO", run.tail
+    scan = (run.bundle / "blind_spots_scan_dev.txt").read_text()
+    assert "9/9 items passed" in scan, scan
+    # B9 reads the sandbox's own release: the ritual's SBOM and provenance come from it.
+    for ritual in ("sbom_dev.json", "build_provenance_dev.json"):
+        assert (run.bundle / ritual).is_file(), f"{ritual} missing from the bundle:\n{run.tail}"
+
+
+def test_healthy_money_gate_is_go(tmp_path: Path) -> None:
+    run = gate(MONEY, "money", None, tmp_path)
+    assert_healthy(run, MONEY_ITEMS)
+    assert run.code == 0 and run.verdict["verdict"] == "GO", f"exit {run.code}:\n{run.tail}"
+
+
+# Items the release gate measures today; the others have no tests yet and are MISSING.
+MEASURED = (*BLIND_SPOTS, "G01", "G02", "G03", *MONEY_ITEMS, "K1", "K2")
+
+
+@pytest.mark.parametrize("command", ["pytest -m go_nogo", "pytest -m go_nogo -n 2"])
+def test_the_release_gate_as_typed(command: str, tmp_path: Path) -> None:
+    run = gate_as_typed(command, tmp_path)
+    assert_healthy(run, MEASURED)
+    not_measured = {
+        i for i, r in run.items.items() if r["status"] not in ("PASSED", "NOT-REQUIRED")
+    }
+    assert all(run.items[i]["status"] == "MISSING" for i in not_measured), run.tail
+    assert run.code == 1, f"exit {run.code} while items are MISSING:\n{run.tail}"
+    # One deployment measured, also when two workers share the run.
+    target = next(d for d in _configuration(run) if d["name"] == "target")
+    notes = target["annotations"]["notes"]
+    assert len([n for n in notes if n.startswith("sandbox started")]) == 1, notes
+
+
+def _configuration(run: GateOutcome) -> list[dict]:
+    envelope = json.loads((run.bundle / "attestation.dsse.json").read_text())
+    return json.loads(base64.b64decode(envelope["payload"]))["predicate"]["configuration"]
+
+
+def test_healthy_contract_gate_as_typed_is_go(tmp_path: Path) -> None:
+    run = gate_as_typed("pytest -m contract", tmp_path)
+    # Without a broker K3 is NOT-REQUIRED and its checks do not run at all.
+    assert not [c for c in run.checks if "K3" in c["items"]], run.tail
+    assert run.items["K3"]["status"] == "NOT-REQUIRED", f"K3: {run.items['K3']}\n{run.tail}"
+    assert_healthy(run, ("K1", "K2"))
+    assert run.code == 0 and run.verdict["verdict"] == "GO", f"exit {run.code}:\n{run.tail}"
