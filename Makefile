@@ -14,7 +14,7 @@ gate: bootstrap
 
 # The project's own tests: the plugin (pytester), the sandbox and the defect matrix.
 test: bootstrap
-	@$(PY) -m pytest tests -n 2 -p no:cacheprovider
+	@$(PY) -m pytest tests -n 2 --dist loadgroup -p no:cacheprovider
 
 lint: bootstrap
 	@$(PY) -m ruff check . && $(PY) -m ruff format --check . && $(PY) -m mypy

@@ -6,6 +6,7 @@ The registry of named defects is :mod:`spark_sandbox.defects`."""
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,6 +176,18 @@ class SilencedAlertDefect(Defect):
 
 
 @dataclass(frozen=True, kw_only=True)
+class DeadWebhookDefect(Defect):
+    """One receiver's webhook points at a loopback port nobody listens on: Alertmanager loads
+    and routes to it as configured (an integration is there), but nothing is delivered."""
+
+    layer: ClassVar[str] = "ops"
+    receiver: str
+
+    def apply(self, blueprint: Blueprint) -> None:
+        blueprint.dead_webhooks.append(self.receiver)
+
+
+@dataclass(frozen=True, kw_only=True)
 class ReleasedEnvironmentDefect(Defect):
     """The released environment changes (``change``: ``module:function`` of the environment
     and the run dir, returning the environment to release)."""
@@ -186,3 +199,67 @@ class ReleasedEnvironmentDefect(Defect):
         blueprint.release_changes.append(
             (self.name, lambda environment, run_dir: _load(self.change)(environment, run_dir))
         )
+
+
+@dataclass(frozen=True, kw_only=True)
+class UnloadedRuleFileDefect(Defect):
+    """Prometheus is started without one of the ops dir's rule files, which stays on disk:
+    the file and its promtool cases look fine, but nothing evaluates its rules."""
+
+    layer: ClassVar[str] = "ops"
+    rule_file: str
+
+    def apply(self, blueprint: Blueprint) -> None:
+        blueprint.unloaded_rule_files.append(self.rule_file)
+
+
+# A comparison with a number literal in PromQL: `> 0.4`, `== 1`.
+COMPARISON = re.compile(r"(==|!=|>=|<=|>|<)(\s*)(\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)")
+
+
+def weakened(expr: str) -> str:
+    """``expr`` with its first threshold ten times as far (a zero threshold becomes 10)."""
+    match = COMPARISON.search(expr)
+    if match is None:
+        raise ValueError(f"no threshold to weaken in {expr!r}")
+    value = float(match.group(3))
+    new = f"{value * 10:.15g}" if value else "10"
+    return f"{expr[: match.start(3)]}{new}{expr[match.end(3) :]}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class WeakenedTriggerDefect(Defect):
+    """One rollback trigger's rule in a copy of the ops dir compares against ten times its
+    threshold; its promtool cases and rollback-triggers.toml are left as they are."""
+
+    layer: ClassVar[str] = "ops"
+    trigger: str
+    rule_file: str = "prometheus/rules/rollback.yml"
+
+    def apply(self, blueprint: Blueprint) -> None:
+        blueprint.ops_changes.append(self)
+
+    def _expr(self, path: Path) -> str:
+        import yaml
+
+        from spark_sandbox.ops_defects import OpsDefectError
+
+        document = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
+        for group in (document or {}).get("groups") or []:
+            for rule in group.get("rules") or []:
+                if (rule.get("labels") or {}).get("trigger") == self.trigger:
+                    return str(rule["expr"])
+        raise OpsDefectError(f"{self.name} needs a rule labelled trigger={self.trigger} in {path}")
+
+    def require(self, source: Path) -> None:
+        self._expr(source / self.rule_file)
+
+    def change_copy(self, ops_dir: Path) -> None:
+        path = ops_dir / self.rule_file
+        text, expr = path.read_text(encoding="utf-8"), self._expr(path)
+        # The block scalar's lines as written: weaken the first line that holds a threshold.
+        for line in expr.splitlines():
+            if COMPARISON.search(line) and text.count(line) == 1:
+                path.write_text(text.replace(line, weakened(line)), encoding="utf-8")
+                return
+        raise ValueError(f"{self.name}: no unique threshold line for {self.trigger} in {path}")

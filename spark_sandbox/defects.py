@@ -16,6 +16,7 @@ cheap: what a defect runs is imported when it runs.
 
 from __future__ import annotations
 
+import tomllib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,20 +25,24 @@ from typing import TYPE_CHECKING
 from spark_sandbox.defect_kinds import (
     AppDefect,
     DatabaseSessionDefect,
+    DeadWebhookDefect,
     Defect,
     MigratedDatabaseDefect,
     NtpOffsetDefect,
     OpsFileDefect,
-    OpsTextDefect,
     PoolModeDefect,
     ReleasedEnvironmentDefect,
     ScrapeTargetDownDefect,
     SilencedAlertDefect,
     UnappliedMigrationDefect,
+    UnloadedRuleFileDefect,
+    WeakenedTriggerDefect,
 )
+from spark_sandbox.ops_defects import OPS_DIR
 from spark_sandbox.services.pgbouncer import APP_POOL, HEALTHY_POOL_MODES, LISTEN_POOL
 
 if TYPE_CHECKING:
+    from spark_sandbox.ops_defects import OpsChange
     from spark_sandbox.services.process import ServiceProcess
 
 
@@ -55,11 +60,16 @@ class Blueprint:
     after_migrate: list[Callable[[str], object]] = field(default_factory=list)
     # (run_dir, app pool DSN) -> a started session that must stay alive with the deployment.
     db_sessions: list[Callable[[Path, str], ServiceProcess]] = field(default_factory=list)
-    # Changes to a copy of the ops dir; each can say first what it needs in the source.
-    ops_changes: list[OpsFileDefect | OpsTextDefect] = field(default_factory=list)
+    # Changes to a copy of the ops dir; each can say first what it needs in the source. Also
+    # holds the drill's cap on alert durations (ops_defects.AlertForCap), which is no defect.
+    ops_changes: list[OpsChange] = field(default_factory=list)
     down_scrape_job: str | None = None
+    # Rule files of the ops dir that Prometheus is not given (the file itself stays in place).
+    unloaded_rule_files: list[str] = field(default_factory=list)
     # (alertmanager URL, ops dir) -> what was changed, once Alertmanager is up.
     after_alertmanager: list[Callable[[str, Path], str]] = field(default_factory=list)
+    # Receivers of ops/alertmanager.yml whose webhook goes to an address nobody answers.
+    dead_webhooks: list[str] = field(default_factory=list)
     # (name, change): the released environment -> the environment released instead.
     release_changes: list[tuple[str, Callable[[Path, Path], Path]]] = field(default_factory=list)
 
@@ -78,6 +88,9 @@ def _breaks(**items: Iterable[str]) -> dict[str, frozenset[str]]:
 
 
 _DB = "spark_sandbox.services.db_defects"
+# The rollback triggers the release declares: each one gets its weakened-rule defect.
+with (OPS_DIR / "rollback-triggers.toml").open("rb") as _triggers:
+    TRIGGERS = tuple(tomllib.load(_triggers)["trigger"])
 _DEFECT_LIST: tuple[Defect, ...] = (
     # B1 time and sequences
     AppDefect(
@@ -267,6 +280,42 @@ _DEFECT_LIST: tuple[Defect, ...] = (
         name="order_event_schema_changed",
         description="the order event drops `account_id`",
         breaks=_breaks(K2={"pact_messages_failed"}),
+    ),
+    # T01–T14 rollback triggers. Each trigger's rule weakened (its first threshold × 10)
+    # without touching its promtool cases: the cases and the declared threshold both see it.
+    *(
+        WeakenedTriggerDefect(
+            name=f"weakened_{trigger.lower()}_rule",
+            description=f"the {trigger} rule compares against ten times its threshold",
+            breaks=_breaks(**{trigger: {"promtool_failures", "rule_drift"}}),
+            trigger=trigger,
+        )
+        for trigger in TRIGGERS
+    ),
+    # The rule file is deployed but Prometheus never loads it: every trigger and the
+    # absent-signal page are quiet for good.
+    UnloadedRuleFileDefect(
+        name="rollback_rules_not_loaded",
+        description="Prometheus runs without the rollback rule file",
+        breaks=_breaks(
+            **{trigger: {"rule_not_loaded"} for trigger in TRIGGERS},
+            G06={"absent_signal_rules_unhealthy"},
+        ),
+        rule_file="rollback.yml",
+    ),
+    # The API renames a metric the T13 rule reads; the rule itself is unchanged.
+    AppDefect(
+        name="ws_metric_renamed",
+        description="spark_ws_disconnects_total is exported as spark_ws_disconnections_total",
+        breaks=_breaks(T13={"series_missing"}),
+    ),
+    # G07 alert delivery. The routing still names a receiver with a webhook, so B8's checks
+    # of the configuration pass: only a page sent end to end shows that nobody gets it.
+    DeadWebhookDefect(
+        name="dead_oncall_webhook",
+        description="the on-call receiver's webhook points at a port nobody listens on",
+        breaks=_breaks(G07={"alert_delivery_s"}),
+        receiver="spark-oncall",
     ),
 )
 DEFECTS: dict[str, Defect] = {d.name: d for d in _DEFECT_LIST}

@@ -220,7 +220,9 @@ def start_alertmanager(plan: Plan, launch: Launch) -> None:
     # The release's own routing, every webhook pointed at the alert sink: receivers and routes
     # are then the ones the gate judges, not the executor's catch-all. Given at start rather
     # than reloaded after, so no reload endpoint is needed for it.
-    config = routed_to_sink(routing.read_text(), webhook_url) if routing.is_file() else None
+    # A receiver a defect cuts off delivers to a reserved port nobody listens on.
+    dead = dict.fromkeys(plan.blueprint.dead_webhooks, f"{plan.url('closed_target')}/alerts")
+    config = routed_to_sink(routing.read_text(), webhook_url, dead) if routing.is_file() else None
     proc, am = start_alertmanager(
         plan.run_dir, webhook_url, port=plan.ports["alertmanager"], config_text=config
     )
@@ -251,7 +253,11 @@ def start_prometheus(plan: Plan, launch: Launch) -> None:
     began = time.monotonic()
     config = render_prometheus_config(
         {job: [target] for job, target in scrape_jobs(plan).items()},
-        rule_files=ops_defects.rule_files(plan.ops_dir),
+        rule_files=[
+            path
+            for path in ops_defects.rule_files(plan.ops_dir)
+            if path.name not in plan.blueprint.unloaded_rule_files
+        ],
         alertmanager=f"{HOST}:{plan.ports['alertmanager']}",
     )
     path = write_config(plan.run_dir / "prometheus" / "prometheus.yml", config)

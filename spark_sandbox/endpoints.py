@@ -64,6 +64,12 @@ class Endpoints:
     passwords: Mapping[str, str] = field(default_factory=dict, repr=False)
     toxiproxy_token: str = field(default="", repr=False)
 
+    @property
+    def oncall_readback_url(self) -> str:
+        """Where the on-call receiver's notifications are read back (G07): the alert sink's
+        ``GET /alerts``, since the sandbox points every receiver's webhook at the sink."""
+        return f"{self.alert_sink_url}/alerts"
+
     def secrets(self) -> dict[str, str]:
         """The credentials this sandbox created, by key: what a gate run must redact."""
         return {**self.passwords, "toxiproxy_token": self.toxiproxy_token}

@@ -13,6 +13,9 @@ Prometheus and Alertmanager. The defects of :mod:`spark_sandbox.defects` break t
 A defect whose artefact is missing is a :class:`OpsDefectError` naming the file it needs,
 never a healthy-looking sandbox. ``$SPARK_SANDBOX_OPS_DIR`` replaces the repo's ``ops/`` as
 the source (a candidate change of the artefacts, or a test's own).
+
+Not a defect: :class:`AlertForCap`, the drill setting (``Sandbox(drill_alert_for="3s")``) that
+caps every alerting rule's ``for:`` in the copy, so a drill sees rules fire in seconds.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import os
 import re
 import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -97,6 +101,53 @@ def prepare_ops_dir(
     for change in changes:
         change.change_copy(copy)
     return copy
+
+
+@dataclass(frozen=True)
+class AlertForCap:
+    """A drill setting, not a defect: every alerting rule's ``for:`` in the served copy is
+    capped at ``at_most``, so that a drill sees a rule fire from live traffic in seconds
+    instead of the minutes a release waits. Expressions and thresholds stay as released; the
+    rate windows (``[5m]``) need no change, since with 1 s scrapes ``rate()`` has a value
+    after two samples."""
+
+    at_most: str
+
+    def __post_init__(self) -> None:
+        from pytest_spark.probes.prometheus import parse_duration
+
+        parse_duration(self.at_most)  # a bad duration fails the start, before anything runs
+
+    def require(self, source: Path) -> None:
+        if not rule_files(source):
+            raise OpsDefectError(
+                f"a cap on alert durations needs rule files in {source / 'prometheus/rules'}"
+            )
+
+    def change_copy(self, ops_dir: Path) -> None:
+        cap_alert_for(ops_dir, self.at_most)
+
+
+def cap_alert_for(ops_dir: Path, at_most: str) -> list[str]:
+    """Set every alerting rule's ``for:`` longer than ``at_most`` to ``at_most``; returns the
+    alerts changed. Files are rewritten only when something changed (comments are lost)."""
+    import yaml
+
+    from pytest_spark.probes.prometheus import parse_duration
+
+    cap = parse_duration(at_most)
+    changed: list[str] = []
+    for path in rule_files(ops_dir):
+        document = yaml.safe_load(path.read_text()) or {}
+        before = len(changed)
+        for group in document.get("groups", []):
+            for rule in group.get("rules", []):
+                if "alert" in rule and parse_duration(str(rule.get("for", "0s"))) > cap:
+                    rule["for"] = at_most
+                    changed.append(str(rule["alert"]))
+        if len(changed) > before:
+            path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return changed
 
 
 def drop_6h_burn_alert(ops_dir: Path) -> list[str]:

@@ -135,9 +135,10 @@ def as_target(target: Target, endpoints: Endpoints, note: str) -> Target:
     data = endpoints.to_dict()
     secrets = endpoints.secrets()
     facts = {"run_dir", "defects", "pids", "passwords", *secrets}
+    derived = {"oncall_readback_url": endpoints.oncall_readback_url}
     return replace(
         target,
-        endpoints={k: str(v) for k, v in data.items() if k not in facts},
+        endpoints={**{k: str(v) for k, v in data.items() if k not in facts}, **derived},
         secrets=secrets,
         settings={
             **target.settings,

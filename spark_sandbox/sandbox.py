@@ -10,12 +10,14 @@ Interface::
     with Sandbox(defects=["no_coep"]) as endpoints: ...
     find_running(state_dir=None)     # Endpoints of a sandbox started by `sandbox up`, or None
 
-``Sandbox(run_root, defects, progress, services)``: ``run_root`` holds one
+``Sandbox(run_root, defects, progress, services, drill_alert_for)``: ``run_root`` holds one
 ``run-<timestamp>-<pid>`` dir per start (default: this user's sandbox home,
 ``<temp dir>/spark-sandbox-<uid>``, the same from any working directory; it must be
 traversable by the ``postgres`` user); ``defects`` are names from :mod:`spark_sandbox.defects`;
 ``progress`` gets one line per service as it becomes ready; ``services`` is the table to run
-(:data:`spark_sandbox.deployment.SERVICES`). ``stop()`` is safe at any moment, also from a
+(:data:`spark_sandbox.deployment.SERVICES`); ``drill_alert_for`` (a Prometheus duration such
+as ``"3s"``) caps every alerting rule's ``for:`` in the served ops copy, for drills that watch
+rules fire from live traffic. ``stop()`` is safe at any moment, also from a
 KeyboardInterrupt that lands in the middle of ``start()``: steps still starting a service stop
 it themselves, and every child spawned is swept by its recorded identity.
 
@@ -95,8 +97,12 @@ class Sandbox:
         defects: Sequence[str] = (),
         progress: Callable[[str], None] | None = None,
         services: Sequence[Spec] = SERVICES,
+        drill_alert_for: str | None = None,
     ) -> None:
         self.blueprint = Blueprint.of(defects)  # an unknown name fails here, before anything
+        if drill_alert_for is not None:
+            # A drill, not a defect: rules fire from live traffic in seconds, not minutes.
+            self.blueprint.ops_changes.append(ops_defects.AlertForCap(drill_alert_for))
         self.run_root = Path(run_root) if run_root is not None else default_run_root()
         self.defects = tuple(defects)
         self.progress = progress or (lambda line: None)

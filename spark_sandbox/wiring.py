@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from spark_sandbox.endpoints import HOST
@@ -70,14 +70,23 @@ def http_status(url: str, timeout: float = 1.0) -> int:
         conn.close()
 
 
-def routed_to_sink(config_text: str, webhook_url: str) -> str:
-    """An Alertmanager config with every receiver's webhook URL replaced by ``webhook_url``."""
+def routed_to_sink(
+    config_text: str, webhook_url: str, dead: Mapping[str, str] | None = None
+) -> str:
+    """An Alertmanager config with every receiver's webhook URL replaced by ``webhook_url``,
+    or, for a receiver named in ``dead`` (receiver -> URL), by that URL, where nobody answers."""
     import yaml
 
     config = yaml.safe_load(config_text) or {}
-    for receiver in config.get("receivers", []):
+    receivers = config.get("receivers", [])
+    dead = dict(dead or {})
+    unknown = sorted(set(dead) - {r.get("name") for r in receivers})
+    if unknown:
+        # A defect that changes nothing would prove nothing.
+        raise ValueError(f"no receiver {', '.join(unknown)} in the Alertmanager config")
+    for receiver in receivers:
         for webhook in receiver.get("webhook_configs", []):
-            webhook["url"] = webhook_url
+            webhook["url"] = dead.get(receiver.get("name"), webhook_url)
     return str(yaml.safe_dump(config, sort_keys=False))
 
 

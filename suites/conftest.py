@@ -23,7 +23,7 @@ OPS_DIR = Path(__file__).resolve().parents[1] / "ops"
 
 @pytest.fixture(scope="session")
 def limits() -> Limits:
-    """Every threshold of ``ops/`` (blind spots, money, contracts), typed and checked:
+    """Every threshold of ``ops/`` (blind spots, money, contracts, go/no-go), typed and checked:
     ``limits.b1.ntp_offset_ms``, ``limits.market.symbols``, ``limits.g03.orders_per_key``."""
     try:
         return load_limits(OPS_DIR)

@@ -18,6 +18,7 @@ from pytest_spark import load_ops, ops_key
 BLIND_SPOTS_FILE = "blind_spots.toml"
 MONEY_FILE = "money.toml"
 CONTRACTS_FILE = "contracts.toml"
+GO_NOGO_FILE = "go_nogo.toml"
 
 # --- ops/blind_spots.toml ---------------------------------------------------------------------
 
@@ -235,13 +236,30 @@ class ContractLimits:
     k3: K3Limits = field(metadata=ops_key("K3"))
 
 
+# --- ops/go_nogo.toml -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class G07Limits:
+    alert_delivery_s: float
+    readback_poll_s: float
+    oncall_receiver: str
+    resolved_wait_s: float
+
+
+@dataclass(frozen=True)
+class GoNoGoLimits:
+    g07: G07Limits = field(metadata=ops_key("G07"))
+
+
 # --- all of them -------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class Limits(BlindSpotLimits, MoneyLimits, ContractLimits):
-    """Every table of the three files under one name: ``limits.b1.ntp_offset_ms``,
-    ``limits.market.symbols``, ``limits.g03.concurrent_submissions``, ``limits.k1...``."""
+class Limits(BlindSpotLimits, MoneyLimits, ContractLimits, GoNoGoLimits):
+    """Every table of the four files under one name: ``limits.b1.ntp_offset_ms``,
+    ``limits.market.symbols``, ``limits.g03.concurrent_submissions``, ``limits.k1...``,
+    ``limits.g07.alert_delivery_s``."""
 
 
 def load_limits(ops_dir: Path) -> Limits:
@@ -250,6 +268,7 @@ def load_limits(ops_dir: Path) -> Limits:
         load_ops(ops_dir / BLIND_SPOTS_FILE, BlindSpotLimits),
         load_ops(ops_dir / MONEY_FILE, MoneyLimits),
         load_ops(ops_dir / CONTRACTS_FILE, ContractLimits),
+        load_ops(ops_dir / GO_NOGO_FILE, GoNoGoLimits),
     ]
     tables = {f.name: getattr(part, f.name) for part in files for f in dataclasses.fields(part)}
     return Limits(**tables)

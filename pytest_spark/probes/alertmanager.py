@@ -8,15 +8,21 @@ evaluated here with each release alert's labels, the way Alertmanager itself doe
 first, the first matching child wins unless it says ``continue: true``, and a node none of
 whose children match takes the alert itself.
 
-Pure logic apart from the two fetches.
+G07 Alert delivery: a synthetic page posted to ``/api/v2/alerts`` (labelled with a unique
+``gate_run``), then read back from the on-call receiver's side as the notifications it got,
+and resolved by posting it again with ``endsAt`` now.
+
+Pure logic apart from the fetches and posts at the end.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -228,6 +234,103 @@ def silencing(
     return hits
 
 
+# --- synthetic delivery (G07) ----------------------------------------------------------------
+
+DELIVERY_PROBE_ALERT = "SparkGateDeliveryProbe"
+
+
+@dataclass(frozen=True)
+class SyntheticAlert:
+    """A page only the gate sends: its ``gate_run`` label tells this run's notifications apart
+    from any other's, and its annotation tells whoever it pages that nothing is wrong."""
+
+    labels: Mapping[str, str]
+    starts_at: datetime
+
+    @property
+    def gate_run(self) -> str:
+        return self.labels["gate_run"]
+
+    def postable(self, ends_at: datetime | None = None) -> dict[str, Any]:
+        """The API v2 ``postableAlert``; with ``ends_at`` it resolves the alert then."""
+        body: dict[str, Any] = {
+            "labels": dict(self.labels),
+            "annotations": {
+                "summary": "Synthetic page of the Spark release gate (G07); resolves itself.",
+            },
+            "startsAt": self.starts_at.isoformat(),
+        }
+        if ends_at is not None:
+            body["endsAt"] = ends_at.isoformat()
+        return body
+
+
+def synthetic_page(severity: str = "page") -> SyntheticAlert:
+    labels = {
+        "alertname": DELIVERY_PROBE_ALERT,
+        "severity": severity,
+        "gate_run": uuid.uuid4().hex,
+    }
+    return SyntheticAlert(labels, datetime.now(UTC))
+
+
+@dataclass(frozen=True)
+class Notification:
+    """One alert as a receiver got it: through which receiver, firing or resolved."""
+
+    receiver: str
+    status: str
+    labels: Mapping[str, str]
+    received_at: str = ""
+
+    def describe(self) -> str:
+        at = f" at {self.received_at}" if self.received_at else ""
+        return f"{self.status} via {self.receiver or 'an unnamed receiver'}{at}"
+
+
+def parse_notifications(body: object) -> list[Notification]:
+    """A read-back's JSON list: alerts each carrying their ``receiver`` (the sandbox's alert
+    sink stores them so), or whole Alertmanager webhook payloads (``receiver``, ``status``,
+    ``alerts[]``), as a bridge that keeps what it was sent would list them."""
+    if not isinstance(body, list):
+        raise ValueError(f"the read-back answered {type(body).__name__}, not a JSON list")
+    found = []
+    for entry in body:
+        if not isinstance(entry, Mapping):
+            continue
+        alerts = entry.get("alerts")
+        for alert in alerts if isinstance(alerts, list) else [entry]:
+            if isinstance(alert, Mapping):
+                found.append(
+                    Notification(
+                        receiver=str(alert.get("receiver") or entry.get("receiver") or ""),
+                        status=str(alert.get("status") or entry.get("status") or ""),
+                        labels={str(k): str(v) for k, v in (alert.get("labels") or {}).items()},
+                        received_at=str(alert.get("receivedAt") or ""),
+                    )
+                )
+    return found
+
+
+def of_run(notifications: Iterable[Notification], gate_run: str) -> list[Notification]:
+    """The notifications of one synthetic alert, in the order the read-back lists them."""
+    return [n for n in notifications if n.labels.get("gate_run") == gate_run]
+
+
+def delivered_to(
+    notifications: Iterable[Notification], gate_run: str, receiver: str, status: str = "firing"
+) -> Notification | None:
+    """The first notification of ``gate_run`` that ``receiver`` got with ``status``."""
+    return next(
+        (
+            n
+            for n in of_run(notifications, gate_run)
+            if n.receiver == receiver and n.status == status
+        ),
+        None,
+    )
+
+
 # --- HTTP ------------------------------------------------------------------------------------
 
 
@@ -247,3 +350,26 @@ def fetch_config(base_url: str) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise ValueError("Alertmanager's /api/v2/status carries no configuration")
     return config
+
+
+def post_alerts(base_url: str, alerts: Sequence[Mapping[str, Any]]) -> None:
+    response = httpx.post(
+        f"{base_url.rstrip('/')}/api/v2/alerts", json=list(alerts), timeout=HTTP_TIMEOUT_S
+    )
+    response.raise_for_status()
+
+
+def fire(base_url: str, alert: SyntheticAlert) -> None:
+    post_alerts(base_url, [alert.postable()])
+
+
+def resolve(base_url: str, alert: SyntheticAlert) -> None:
+    """The same labels again with ``endsAt`` now: Alertmanager resolves it and, for receivers
+    with ``send_resolved``, notifies that it is over."""
+    post_alerts(base_url, [alert.postable(ends_at=datetime.now(UTC))])
+
+
+def fetch_notifications(readback_url: str) -> list[Notification]:
+    response = httpx.get(readback_url, timeout=HTTP_TIMEOUT_S)
+    response.raise_for_status()
+    return parse_notifications(response.json())

@@ -7,7 +7,10 @@ prometheus_client's process collector (process_resident_memory_bytes, process_cp
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import os
+from importlib.metadata import PackageNotFoundError, version
+
+from prometheus_client import Counter, Gauge, Histogram, Info
 
 REQUEST_DURATION = Histogram(
     "spark_http_request_duration_seconds",
@@ -68,7 +71,14 @@ FEED_STALENESS = Gauge(
     ["symbol"],
 )
 WS_CONNECTS = Counter("spark_ws_connects_total", "WebSocket price-stream connections accepted.")
-WS_DISCONNECTS = Counter("spark_ws_disconnects_total", "WebSocket price-stream disconnections.")
+# The seeded defect `ws_metric_renamed` ships this counter under another name while the
+# release's T13 rule still reads the old one: the rollback gate's series check must see it.
+# Read from the environment here, not from Settings, because the series is registered at import.
+_RENAMED = "ws_metric_renamed" in os.environ.get("SPARK_DEFECTS", "").split(",")
+WS_DISCONNECTS = Counter(
+    "spark_ws_disconnections_total" if _RENAMED else "spark_ws_disconnects_total",
+    "WebSocket price-stream disconnections.",
+)
 WS_CLIENTS = Gauge("spark_ws_clients", "WebSocket price-stream clients connected now.")
 DECIMAL_PRECISION_ERRORS = Counter(
     "spark_decimal_precision_errors_total",
@@ -80,6 +90,15 @@ CSP_VIOLATIONS = Counter(
     "CSP violation reports received, by effective directive.",
     ["directive"],
 )
+# T03 counts feed staleness only during the trading session. The sandbox's market never
+# closes (it serves a continuous session around the clock), so the gauge is 1 from start-up.
+MARKET_OPEN = Gauge("spark_market_open", "1 while the BIST continuous trading session is open.")
+MARKET_OPEN.set(1)
+BUILD_INFO = Info("spark_build", "The build serving: its version.")
+try:
+    BUILD_INFO.info({"version": version("pytest-spark-gate")})
+except PackageNotFoundError:  # run from a source tree that was never installed
+    BUILD_INFO.info({"version": "unknown"})
 
 # Labelled series exist from the first scrape at 0, so rules see "no increase" rather than
 # "no data" (which the canary treats as inconclusive).
@@ -91,3 +110,7 @@ for _outcome in ("created", "replayed", "in_use", "reused", "missing"):
     IDEMPOTENCY_REQUESTS.labels(outcome=_outcome)
 for _site in ("commission", "average_price", "notional", "realised_pnl"):
     DECIMAL_PRECISION_ERRORS.labels(site=_site)
+# The order route's request series too: T01, T02, T07 and T08 read them, and a rule over a
+# series that appears only with the first order can be neither checked nor fired before it.
+REQUEST_DURATION.labels(route="/api/orders", method="POST", status="201")
+REQUESTS.labels(route="/api/orders", method="POST", status="201")

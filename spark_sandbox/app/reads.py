@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -12,6 +13,15 @@ from spark_sandbox.app.money import render
 from spark_sandbox.app.order_json import ORDER_COLUMNS, iso8601, order_document
 
 log = logging.getLogger("spark.reads")
+# How long a scrape waits for the database gauges: well inside a 1 s scrape timeout (the
+# sandbox scrapes every second). Past it the scrape answers with the previous values. The
+# read is not cancelled on the scrape's clock: psycopg then waits for the server to confirm
+# the cancel, which is seconds when the database is slow or gone; with a 1 s timeout around
+# it, scrapes took over 1 s, Prometheus marked the API down, and every rollback trigger that
+# reads the API went blind exactly while the database failed (the rollback drill's T01/T02).
+SCRAPE_DB_BUDGET_S = 0.5
+# The gauges' read in flight: at most one; a scrape that finds it running waits for that one.
+_gauge_read: asyncio.Task[None] | None = None
 
 
 async def get_order(ctx: AppContext, order_id: int) -> dict[str, Any] | None:
@@ -50,11 +60,21 @@ async def open_positions(ctx: AppContext, account_id: str) -> list[dict[str, Any
 
 
 async def refresh_database_gauges(ctx: AppContext) -> None:
-    """Outbox backlog and idempotency key counts, read at scrape time; errors leave old values."""
+    """Outbox backlog and idempotency key counts, read at scrape time within
+    SCRAPE_DB_BUDGET_S; a read that fails or overruns leaves the old values."""
+    global _gauge_read
     metrics.DB_POOL_IN_USE.set(ctx.pool.in_use)
     metrics.DB_POOL_SIZE.set(ctx.pool.size)
+    if _gauge_read is None or _gauge_read.done():
+        _gauge_read = asyncio.create_task(read_database_gauges(ctx), name="scrape-time-gauges")
+    # shield: an overrun stops the wait, not the read, which sets the gauges when it ends.
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(_gauge_read), SCRAPE_DB_BUDGET_S)
+
+
+async def read_database_gauges(ctx: AppContext) -> None:
     try:
-        async with asyncio.timeout(1.0), ctx.pool.connection() as conn:
+        async with asyncio.timeout(DB_WORK_TIMEOUT_S), ctx.pool.connection() as conn:
             cur = await conn.execute(
                 "SELECT (SELECT count(*) FROM outbox_events WHERE published_at IS NULL),"
                 " (SELECT coalesce(extract(epoch FROM clock_timestamp() - min(created_at)), 0)"

@@ -145,6 +145,13 @@ def order_event_schema_changed(api: Api, db: Db, account: str) -> None:
     assert order["account_id"] == account  # the API response itself is unchanged
 
 
+def ws_metric_renamed(api: Api, db: Db, account: str) -> None:
+    with api.client() as client:
+        exposition = client.get("/metrics").text
+    assert "spark_ws_disconnections_total" in exposition
+    assert "spark_ws_disconnects_total" not in exposition
+
+
 BROKEN_PROPERTY: dict[str, Callable[[Api, Db, str], None]] = {
     "app_clock_skew": clock_skew,
     "half_up_rounding": half_up_rounding,
@@ -162,6 +169,7 @@ BROKEN_PROPERTY: dict[str, Callable[[Api, Db, str], None]] = {
     "duplicate_order_under_concurrency": duplicate_order_under_concurrency,
     "contract_field_renamed": contract_field_renamed,
     "order_event_schema_changed": order_event_schema_changed,
+    "ws_metric_renamed": ws_metric_renamed,
 }
 
 
@@ -174,7 +182,7 @@ def test_every_app_layer_defect_has_a_check_here() -> None:
 # on two cores; no check here can be satisfied or spoiled by another defect of its group.
 GROUPS: tuple[tuple[str, ...], ...] = (
     ("app_clock_skew", "no_coep", "unsafe_inline_csp", "unlisted_third_party", "csp_report_500",
-     "implicit_flag_default", "risky_flag_on", "contract_field_renamed"),
+     "implicit_flag_default", "risky_flag_on", "contract_field_renamed", "ws_metric_renamed"),
     ("half_up_rounding", "reconciliation_drift", "order_event_schema_changed",
      "tick_misaligned_accepted", "band_rounded_outward"),
     ("float_money", "idempotency_replay_mismatch_200", "duplicate_order_under_concurrency"),
