@@ -10,6 +10,7 @@ median time of `spark-gate verify` on the bundle (target < 1 s).
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import subprocess
 import sys
@@ -68,12 +69,18 @@ def make_suite(folder: Path, tests: int) -> None:
         (folder / f"test_gen_{f // per_file:03d}.py").write_text("\n".join(body))
 
 
-def timed(cmd: list[str], cwd: Path) -> float:
+def timed(cmd: list[str], cwd: Path, cpu: list[float] | None = None) -> float:
+    """Wall seconds of the command; its CPU seconds (user + system) are appended to ``cpu``:
+    on a shared machine the CPU time of the run itself is the steadier of the two."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
     elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode not in (0,):
         sys.exit(f"benchmark run failed ({proc.returncode}):\n{proc.stdout[-2000:]}")
+    if cpu is not None:
+        cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
     return elapsed
 
 
@@ -93,10 +100,17 @@ def main() -> None:
             "out/report.html",
             "--self-contained-html",
         ]
-        with_plugin, without = [], []
-        for _ in range(args.repeats):  # interleaved, so drift on a shared machine hits both
-            without.append(timed([*base, "-p", "no:spark", *reports], folder))
-            with_plugin.append(timed([*base, *reports], folder))
+        with_plugin, without, cpu_with, cpu_without = [], [], [], []
+        # Interleaved in alternating order (ABBA), so drift on a shared machine hits both.
+        for n in range(args.repeats):
+            runs = [
+                lambda: without.append(
+                    timed([*base, "-p", "no:spark", *reports], folder, cpu_without)
+                ),
+                lambda: with_plugin.append(timed([*base, *reports], folder, cpu_with)),
+            ]
+            for run in runs if n % 2 == 0 else reversed(runs):
+                run()
         bundles = sorted((folder / "reports/dev").iterdir())
         verify = [
             timed([sys.executable, "-m", "pytest_spark.cli", "verify", str(b)], folder)
@@ -107,6 +121,9 @@ def main() -> None:
     print(f"without plugin (-p no:spark): median {m_without:.2f} s  runs {without}")
     print(f"with signed bundle:           median {m_with:.2f} s  runs {with_plugin}")
     print(f"ratio with/without: {m_with / m_without:.3f} (target <= 1.05)")
+    c_with, c_without = statistics.median(cpu_with), statistics.median(cpu_without)
+    print(f"CPU seconds (user+sys): without {c_without:.2f}, with {c_with:.2f}")
+    print(f"CPU ratio with/without: {c_with / c_without:.3f}")
     print(f"spark-gate verify: median {statistics.median(verify):.3f} s (target < 1 s)")
 
 

@@ -9,6 +9,7 @@ them). A marker that names an item of another family (``money("B3")``) is a usag
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 import pytest
@@ -37,6 +38,7 @@ def marker_lines() -> list[str]:
     ]
 
 
+@functools.cache
 def family_of(item_id: str) -> str | None:
     """The marker whose family the id belongs to (by its letters), or None."""
     letters = item_id.rstrip("0123456789")

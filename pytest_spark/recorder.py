@@ -26,6 +26,10 @@ from pytest_spark.evidence.records import CheckEvidence, Inconclusive
 from pytest_spark.evidence.redact import Redactor
 from pytest_spark.keys import call_ran_key, claims_key, evidence_key
 
+# Imported here, not in the hook: pact-python's pytest plugin wraps builtins.__import__, which
+# makes every import statement run per test measurably slower.
+from pytest_spark.secrecy import redact_report
+
 
 class ClaimRecorder:
     def __init__(
@@ -50,6 +54,8 @@ class ClaimRecorder:
         self._not_required_tests: set[str] = set()
         self._selecting: dict[str, tuple[str, ...]] = {}
         self._previous_sigterm: Any = None
+        # The test this process is running now (tests run one at a time in a process).
+        self.running: pytest.Item | None = None
 
     # -- SIGTERM, how CI cancels a job ------------------------------------------------------
 
@@ -125,10 +131,37 @@ class ClaimRecorder:
 
     # -- running ----------------------------------------------------------------------------
 
-    @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, None, None]:
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        self.running = item
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> None:
         item.stash[call_ran_key] = True
-        return (yield)
+
+    @pytest.fixture
+    def spark_evidence(self) -> CheckEvidence:
+        """Record checks, measurements, notes and attachments for this test's checklist items."""
+        # A method of the recorder rather than a fixture asking for `request` or `pytestconfig`:
+        # on pytest 9 either costs a FixtureDef or a finalizer per test (inspect.signature and a
+        # teardown hook call), which alone made the gate ~10 % slower on a 10,000-test run.
+        # The recorder knows the test being set up in this process (tests run one at a time).
+        if self.running is None:
+            raise RuntimeError("spark_evidence is a function fixture: no test is running")
+        return self.evidence_for(self.running)
+
+    def evidence_for(self, item: pytest.Item) -> CheckEvidence:
+        """The test's evidence record, made on first use and kept on the item for its report."""
+        evidence = item.stash.get(evidence_key, None)
+        if evidence is None:
+            evidence = CheckEvidence(
+                nodeid=item.nodeid,
+                items=item.stash.get(claims_key, ()),
+                attachments_dir=self.bundle.attachments_dir if self.bundle is not None else None,
+                redactor=self.redactor,
+            )
+            item.stash[evidence_key] = evidence
+        return evidence
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(
@@ -146,8 +179,6 @@ class ClaimRecorder:
             judge_checks(report, evidence)
             report.spark_evidence = evidence.to_json()  # type: ignore[attr-defined]
         # Shape-keeping: a skip's (path, lineno, reason) must stay a tuple (see secrecy).
-        from pytest_spark.secrecy import redact_report
-
         redact_report(report, self.redactor)
         return report
 

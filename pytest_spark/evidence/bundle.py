@@ -61,10 +61,8 @@ class Bundle:
     def __init__(self, root: Path, redactor: Redactor) -> None:
         self.root = root
         self.redactor = redactor
-
-    @property
-    def attachments_dir(self) -> Path:
-        return self.root / "attachments"
+        # Read by every test's evidence: a path built once, not once per test.
+        self.attachments_dir = root / "attachments"
 
     def create(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
