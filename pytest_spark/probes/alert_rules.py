@@ -262,6 +262,17 @@ def evaluation_age_s(rule: LoadedRule, now: datetime | None = None) -> float | N
     return ((now or datetime.now(UTC)) - evaluated).total_seconds()
 
 
+def not_running(rule: LoadedRule, max_age_s: float, now: datetime | None = None) -> str | None:
+    """Why a loaded rule cannot be trusted to fire (unhealthy, or not evaluated within
+    ``max_age_s``), or None."""
+    if rule.health != "ok" or rule.last_error:
+        return f"{rule.name}: health {rule.health} {rule.last_error}".strip()
+    age = evaluation_age_s(rule, now)
+    if age is None or age > max_age_s:
+        return f"{rule.name}: last evaluated {'never' if age is None else f'{age:.0f} s ago'}"
+    return None
+
+
 def series_count(base_url: str, selector: str, lookback_s: float) -> int:
     """How many series ``selector`` matches in the last ``lookback_s`` (``/api/v1/series``)."""
     now = datetime.now(UTC).timestamp()

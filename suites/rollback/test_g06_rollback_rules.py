@@ -19,16 +19,6 @@ pytestmark = pytest.mark.go_nogo("G06")
 ABSENT_SIGNAL = ("signal", "absent")
 
 
-def unhealthy(rule: prometheus.LoadedRule, max_age_s: float) -> str | None:
-    """Why a loaded rule cannot be trusted to page, or None."""
-    age = alert_rules.evaluation_age_s(rule)
-    if rule.health != "ok" or rule.last_error:
-        return f"{rule.name}: health {rule.health} {rule.last_error}".strip()
-    if age is None or age > max_age_s:
-        return f"{rule.name}: last evaluated {'never' if age is None else f'{age:.0f} s ago'}"
-    return None
-
-
 def test_burn_rate_pages_loaded_and_healthy(
     reach: Reach,
     rollback_triggers: RollbackTriggers,
@@ -47,7 +37,7 @@ def test_burn_rate_pages_loaded_and_healthy(
         found = [
             c for c in prometheus.burn_rate_alerts(live, long_s, short_s, factor) if c.has_factor
         ]
-        reasons = [unhealthy(c.rule, settings.evaluation_age_s) for c in found]
+        reasons = [alert_rules.not_running(c.rule, settings.evaluation_age_s) for c in found]
         spark_evidence.note(
             f"{speed} burn-rate page ({prometheus.describe_windows([long_s, short_s])}, "
             f"{factor:g}x): {[c.rule.name for c in found] or 'none loaded'}"
@@ -80,7 +70,7 @@ def test_absent_signal_alert_loaded_healthy_and_tested(
     problems = [] if defined else [f"{rule_artefacts.rule_file.name} has no {key}={value} alert"]
     for rule in defined:
         loaded = [r for r in prometheus.alerting(live) if r.name == rule.alert]
-        reasons = [unhealthy(r, settings.evaluation_age_s) for r in loaded]
+        reasons = [alert_rules.not_running(r, settings.evaluation_age_s) for r in loaded]
         run = promtool_runs.get(rule.alert)
         cases = rule_artefacts.cases.get(rule.alert, alert_rules.AlertCases())
         spark_evidence.note(

@@ -92,11 +92,9 @@ def live_problems(
         return [f"{rule.alert} is not loaded"]
     problems = []
     for r in loaded:
-        if r.health != "ok" or r.last_error:
-            problems.append(f"health {r.health} {r.last_error}".strip())
-        age = alert_rules.evaluation_age_s(r)
-        if age is None or age > max_age_s:
-            problems.append(f"last evaluated {'never' if age is None else f'{age:.0f} s ago'}")
+        reason = alert_rules.not_running(r, max_age_s)
+        if reason:
+            problems.append(reason)
         if not alert_rules.same_comparisons(
             alert_rules.comparisons(r.query), alert_rules.comparisons(rule.expr)
         ) or alert_rules.selectors(r.query) != alert_rules.selectors(rule.expr):

@@ -145,3 +145,14 @@ def test_evaluation_age_reads_nanosecond_timestamps() -> None:
     )
     assert alert_rules.evaluation_age_s(_loaded("0001-01-01T00:00:00Z"), now) is None
     assert alert_rules.evaluation_age_s(_loaded(""), now) is None
+
+
+def test_not_running_names_health_and_a_stale_evaluation() -> None:
+    now = datetime(2026, 11, 29, 12, 1, 0, tzinfo=UTC)
+    fresh = _loaded("2026-11-29T12:00:30Z")
+    assert alert_rules.not_running(fresh, 60, now) is None
+    assert alert_rules.not_running(fresh, 10, now) == "A: last evaluated 30 s ago"
+    never = _loaded("0001-01-01T00:00:00Z")
+    assert alert_rules.not_running(never, 60, now) == "A: last evaluated never"
+    broken = LoadedRule("A", "alerting", "x > 1", "g", "f", "err", "bad query", "")
+    assert alert_rules.not_running(broken, 60, now) == "A: health err bad query"
