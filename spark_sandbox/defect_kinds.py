@@ -122,36 +122,6 @@ class OpsFileDefect(Defect):
 
 
 @dataclass(frozen=True, kw_only=True)
-class OpsTextDefect(Defect):
-    """One exact text change in one file of a copy of the ops dir: ``old`` becomes ``new`` in
-    ``path`` (relative to the ops dir). The cheapest seeded defect for a check that reads an
-    artefact (a rule's threshold or ``for:``, a plan's stage): one registry entry, no code."""
-
-    layer: ClassVar[str] = "ops"
-    path: str
-    old: str
-    new: str
-
-    def apply(self, blueprint: Blueprint) -> None:
-        blueprint.ops_changes.append(self)
-
-    def require(self, source: Path) -> None:
-        """Fail naming the file and text when the source does not contain ``old`` once."""
-        from spark_sandbox.ops_defects import OpsDefectError
-
-        file = source / self.path
-        found = file.read_text(encoding="utf-8").count(self.old) if file.is_file() else 0
-        if found != 1:
-            raise OpsDefectError(
-                f"{self.name} needs {self.old!r} exactly once in {file} (found {found})"
-            )
-
-    def change_copy(self, ops_dir: Path) -> None:
-        file = ops_dir / self.path
-        file.write_text(file.read_text(encoding="utf-8").replace(self.old, self.new), "utf-8")
-
-
-@dataclass(frozen=True, kw_only=True)
 class ScrapeTargetDownDefect(Defect):
     """One scrape job points at a port nobody listens on; the service itself keeps running."""
 
