@@ -22,7 +22,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pytest_spark.probes.prometheus import LoadedRule, api_get, parse_duration
+from pytest_spark.probes.prometheus import (
+    LoadedRule,
+    alerting,
+    api_get,
+    fetch_rules,
+    parse_duration,
+)
+from pytest_spark.probes.waiting import wait_until
 
 COMPARISONS = {"==", "!=", ">", "<", ">=", "<="}
 # The mirror of a comparison whose number is on the left: `0.4 < x` is `x > 0.4`.
@@ -72,6 +79,13 @@ def load_alert_rules(path: Path) -> dict[str, AlertRule]:
                 file=path,
             )
     return rules
+
+
+def alert_definitions(rules_dir: Path) -> list[AlertRule]:
+    """The alerting rules of every rule file in ``rules_dir`` (promtool test files, which have
+    ``tests:`` and no ``groups:``, define none)."""
+    files = sorted([*rules_dir.glob("*.yml"), *rules_dir.glob("*.yaml")])
+    return [rule for path in files for rule in load_alert_rules(path).values()]
 
 
 # --- reading an expression ------------------------------------------------------------------
@@ -260,6 +274,18 @@ def evaluation_age_s(rule: LoadedRule, now: datetime | None = None) -> float | N
     except ValueError:
         return None
     return ((now or datetime.now(UTC)) - evaluated).total_seconds()
+
+
+def evaluated_rules(base_url: str, wait_s: float) -> list[LoadedRule]:
+    """The live rules once every loaded alert has been evaluated (a Prometheus that has just
+    started lists its rules before their first evaluation), or as they are at the deadline."""
+    waited = wait_until(
+        wait_s,
+        "every loaded alerting rule evaluated",
+        lambda _: fetch_rules(base_url),
+        lambda rules: all(r.evaluated for r in alerting(rules)),
+    )
+    return waited.value
 
 
 def not_running(rule: LoadedRule, max_age_s: float, now: datetime | None = None) -> str | None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pytest_spark import CheckEvidence, Reach, Target
-from pytest_spark.probes import alertmanager, prometheus
+from pytest_spark.probes import alert_rules, alertmanager, prometheus
 from pytest_spark.probes.waiting import wait_until
 from suites.limits import Limits
 
@@ -24,7 +24,7 @@ RUNBOOK_KEYS = ("runbook_url", "runbook")
 
 def _release_alert_names(spark_target: Target) -> set[str]:
     rules_dir = Path(spark_target.require("ops_dir")) / "prometheus" / "rules"
-    names = {d.name for d in prometheus.alert_definitions(rules_dir)}
+    names = {d.alert for d in alert_rules.alert_definitions(rules_dir)}
     assert names, f"no alerting rule in {rules_dir}: the release defines no alert to page on"
     return names
 

@@ -11,7 +11,6 @@ from pytest_spark import CheckEvidence, Reach
 from pytest_spark.probes import alert_rules, prometheus
 from suites.limits import Limits
 from suites.rollback.conftest import RollbackTriggers, RuleArtefacts
-from suites.rollback.test_triggers import evaluated_rules
 
 pytestmark = pytest.mark.go_nogo("G06")
 
@@ -31,7 +30,7 @@ def test_burn_rate_pages_loaded_and_healthy(
         "slow": (b8.slow_long_window_s, b8.slow_short_window_s, b8.slow_burn_factor),
     }
     with reach("prometheus_url") as [url]:
-        live = evaluated_rules(url, settings.rules_evaluated_wait_s)
+        live = alert_rules.evaluated_rules(url, settings.rules_evaluated_wait_s)
     problems = []
     for speed, (long_s, short_s, factor) in pages.items():
         found = [
@@ -66,7 +65,7 @@ def test_absent_signal_alert_loaded_healthy_and_tested(
     key, value = ABSENT_SIGNAL
     defined = [r for r in rule_artefacts.rules.values() if r.labels.get(key) == value]
     with reach("prometheus_url") as [url]:
-        live = evaluated_rules(url, settings.rules_evaluated_wait_s)
+        live = alert_rules.evaluated_rules(url, settings.rules_evaluated_wait_s)
     problems = [] if defined else [f"{rule_artefacts.rule_file.name} has no {key}={value} alert"]
     for rule in defined:
         loaded = [r for r in prometheus.alerting(live) if r.name == rule.alert]

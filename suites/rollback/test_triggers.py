@@ -34,18 +34,6 @@ def _spec(rollback_triggers: RollbackTriggers, trigger: str) -> Trigger:
     return spec
 
 
-def evaluated_rules(url: str, wait_s: float) -> list[prometheus.LoadedRule]:
-    """The live rules once every loaded alert has been evaluated (a Prometheus that has just
-    started lists its rules before their first evaluation), or as they are at the deadline."""
-    waited = wait_until(
-        wait_s,
-        "every loaded alerting rule evaluated",
-        lambda _: prometheus.fetch_rules(url),
-        lambda rules: all(r.evaluated for r in prometheus.alerting(rules)),
-    )
-    return waited.value
-
-
 def present_series(url: str, selectors: list[str], settings: RuleSettings) -> dict[str, int]:
     """How many series each selector matches; a Prometheus that has just started gets
     ``series_wait_s`` to scrape the target once (its service discovery ticks every 5 s)."""
@@ -168,7 +156,7 @@ def test_rollback_trigger(
     )
 
     with reach("prometheus_url") as [url]:
-        live = evaluated_rules(url, settings.rules_evaluated_wait_s)
+        live = alert_rules.evaluated_rules(url, settings.rules_evaluated_wait_s)
         selectors = alert_rules.selectors(rule.expr) if rule else []
         counts = present_series(url, selectors, settings)
     problems = live_problems(rule, live, settings.evaluation_age_s) if rule else ["no rule"]

@@ -156,3 +156,17 @@ def test_not_running_names_health_and_a_stale_evaluation() -> None:
     assert alert_rules.not_running(never, 60, now) == "A: last evaluated never"
     broken = LoadedRule("A", "alerting", "x > 1", "g", "f", "err", "bad query", "")
     assert alert_rules.not_running(broken, 60, now) == "A: health err bad query"
+
+
+def test_alert_definitions_of_the_repo_rules_skip_promtool_tests(tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "a.yml").write_text(
+        "groups:\n- name: g\n  rules:\n  - record: x\n    expr: up\n"
+        "  - alert: A\n    expr: up == 0\n    labels: {severity: page}\n"
+    )
+    (rules / "a.test.yml").write_text("rule_files: [a.yml]\ntests: []\n")
+    [only] = alert_rules.alert_definitions(rules)
+    assert (only.alert, only.file.name, dict(only.labels)) == ("A", "a.yml", {"severity": "page"})
+    names = {d.alert for d in alert_rules.alert_definitions(REPO / "ops/prometheus/rules")}
+    assert {"SparkApiErrorBudgetBurnFast", "SparkApiErrorBudgetBurnSlow"} <= names

@@ -170,17 +170,3 @@ def test_exposition_total_sums_every_label_set() -> None:
     assert prometheus.exposition_total(EXPOSITION, "spark_csp_violations_total") == 0.0
     assert prometheus.exposition_total("# nothing here\n", metric) is None
     assert prometheus.exposition_total("x_total 3\n", "x_total") == 3.0  # untyped
-
-
-def test_alert_definitions_of_the_repo_rules_skip_promtool_tests(tmp_path: Path) -> None:
-    rules = tmp_path / "rules"
-    rules.mkdir()
-    (rules / "a.yml").write_text(
-        "groups:\n- name: g\n  rules:\n  - record: x\n    expr: up\n"
-        "  - alert: A\n    expr: up == 0\n    labels: {severity: page}\n"
-    )
-    (rules / "a.test.yml").write_text("rule_files: [a.yml]\ntests: []\n")
-    [only] = prometheus.alert_definitions(rules)
-    assert (only.name, only.file, dict(only.labels)) == ("A", "a.yml", {"severity": "page"})
-    names = {d.name for d in prometheus.alert_definitions(REPO / "ops/prometheus/rules")}
-    assert {"SparkApiErrorBudgetBurnFast", "SparkApiErrorBudgetBurnSlow"} <= names

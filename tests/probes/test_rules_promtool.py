@@ -8,12 +8,11 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
-from pytest_spark.probes import prometheus
+from pytest_spark.probes import alert_rules
 
 PROMETHEUS_OPS = Path(__file__).resolve().parents[2] / "ops" / "prometheus"
 RULES = PROMETHEUS_OPS / "rules"
@@ -29,11 +28,6 @@ def promtool(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [binary, *args], capture_output=True, text=True, timeout=PROMTOOL_TIMEOUT_S, check=False
     )
-
-
-def alert_rule_tests(test_file: Path) -> list[dict[str, Any]]:
-    document = yaml.safe_load(test_file.read_text())
-    return [case for test in document.get("tests", []) for case in test.get("alert_rule_test", [])]
 
 
 @pytest.mark.parametrize("rule_file", RULE_FILES, ids=lambda p: p.name)
@@ -53,9 +47,12 @@ def test_every_alert_has_a_firing_and_a_quiet_case(rule_file: Path) -> None:
     firing: set[str] = set()
     quiet: set[str] = set()
     for test_file in TEST_FILES:
-        for case in alert_rule_tests(test_file):
-            (firing if case.get("exp_alerts") else quiet).add(str(case["alertname"]))
-    alerts = {d.name for d in prometheus.alert_definitions(RULES) if d.file == rule_file.name}
+        for alert, cases in alert_rules.cases_by_alert(test_file).items():
+            if cases.firing:
+                firing.add(alert)
+            if cases.quiet:
+                quiet.add(alert)
+    alerts = {d.alert for d in alert_rules.alert_definitions(RULES) if d.file == rule_file}
     assert alerts, f"{rule_file.name} defines no alert"
     assert not alerts - firing, f"no firing case in {TESTS.name}/: {sorted(alerts - firing)}"
     assert not alerts - quiet, f"no quiet case in {TESTS.name}/: {sorted(alerts - quiet)}"
