@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from spark_sandbox.services.ports import free_port
-from spark_sandbox.services.process import ServiceProcess
+from spark_sandbox.services.process import ServiceProcess, ServiceStartError, tail
 
 HOST = "127.0.0.1"
 CHRONYD_BIN = "chronyd"
@@ -144,27 +144,67 @@ def start_ntp(
     port: int | None = None,
     ready_timeout: float = 10.0,
 ) -> tuple[ServiceProcess, NtpServer]:
-    """chronyd on a free loopback UDP port, serving the host clock plus ``offset_seconds``."""
+    """chronyd on a free loopback UDP port, serving the host clock plus ``offset_seconds``.
+
+    A port that another process bound between its choice and chronyd's bind is seen in the
+    log at once (chronyd keeps running without its socket) and the start moves to a fresh
+    port, at most ``PORT_ATTEMPTS`` times; a port the caller named is not changed.
+    """
+    attempts = 1 if port else PORT_ATTEMPTS
+    for attempt in range(1, attempts + 1):
+        try:
+            return _start_on(run_dir, offset_seconds, port or free_udp_port(), ready_timeout)
+        except PortTaken:
+            if attempt == attempts:
+                raise
+    raise AssertionError("unreachable")
+
+
+# chronyd's line when it cannot bind its server socket (it does not exit).
+SOCKET_FAILURE = "Could not open NTP socket"
+PORT_ATTEMPTS = 3
+
+
+class PortTaken(ServiceStartError):
+    """chronyd could not bind the chosen port: something else took it after it was chosen."""
+
+
+def _start_on(
+    run_dir: Path, offset_seconds: float, port: int, ready_timeout: float
+) -> tuple[ServiceProcess, NtpServer]:
     base = run_dir / "ntp"
     base.mkdir(parents=True, exist_ok=True)
     give_to_chrony_user(base)
-    offset = offset_seconds
-    port = port or free_udp_port()
     config_path = base / "chrony.conf"
     config_path.write_text(render_config(base, port))
-    server = NtpServer(HOST, port, config_path, offset)
+    server = NtpServer(HOST, port, config_path, offset_seconds)
     argv = [CHRONYD_BIN, "-x", "-d", "-f", str(config_path)]
-    if offset:
-        argv = [FAKETIME_BIN, "-f", f"{offset:+.0f}s", *argv]
-    proc = ServiceProcess(
-        "ntp",
-        argv,
-        log_path=run_dir / "logs" / "ntp.log",
-        ready=lambda: serves_time(server),
-        ready_timeout=ready_timeout,
-    )
+    if offset_seconds:
+        argv = [FAKETIME_BIN, "-f", f"{offset_seconds:+.0f}s", *argv]
+    log_path = run_dir / "logs" / "ntp.log"
+
+    def ready() -> bool:
+        if SOCKET_FAILURE in _text(log_path):
+            raise PortTaken("ntp", argv, f"udp port {port} was taken", tail(log_path))
+        return serves_time(server)
+
+    proc = ServiceProcess("ntp", argv, log_path=log_path, ready=ready, ready_timeout=ready_timeout)
+    _rotate(log_path)
     proc.start()
     return proc, server
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _rotate(log_path: Path) -> None:
+    """Keep a failed attempt's log beside the next one's, so the retry starts with a clean log."""
+    if SOCKET_FAILURE in _text(log_path):
+        log_path.replace(log_path.with_suffix(f".{time.monotonic_ns()}.log"))
 
 
 def free_udp_port(host: str = HOST, attempts: int = 20) -> int:

@@ -8,6 +8,10 @@ already in use" once in a few hundred sandboxes. So listener ports come from *be
 ephemeral range, where the kernel never picks a source port, and each one is claimed in a
 small registry for long enough to be bound, so that two sandboxes starting together never
 choose the same one. A bind test still confirms that nothing else listens there.
+
+The registry is one per user and machine, at a fixed place in ``/tmp``, not in the sandbox
+home: a sandbox whose home was moved with ``TMPDIR`` (the project's own tests do that) still
+competes for the same ports as every other sandbox of the user, so it must see their claims.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ LISTENER_SPAN = 12000
 # A claim keeps other sandboxes off a port until its service has surely bound it.
 CLAIM_SECONDS = 120.0
 ATTEMPTS = 500
+# Not tempfile.gettempdir(): that follows TMPDIR, and the claims must be shared regardless.
+REGISTRY_ROOT = Path("/tmp")
 
 
 def listener_range() -> tuple[int, int]:
@@ -75,16 +81,21 @@ def _bindable(host: str, port: int) -> bool:
 @contextlib.contextmanager
 def _registry() -> Iterator[Path]:
     """This user's port claims, held under an exclusive lock while one port is chosen."""
-    from spark_sandbox.home import sandbox_home
-
-    claims = sandbox_home() / "ports"
+    claims = registry_dir()
     claims.mkdir(mode=0o700, exist_ok=True)
+    if claims.is_symlink() or claims.stat().st_uid != os.geteuid():
+        raise OSError(f"{claims} is not this user's port registry (owner or symlink); remove it")
     fd = os.open(claims / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield claims
     finally:
         os.close(fd)
+
+
+def registry_dir() -> Path:
+    """``/tmp/spark-sandbox-ports-<uid>``: the same for every sandbox home of this user."""
+    return REGISTRY_ROOT / f"spark-sandbox-ports-{os.geteuid()}"
 
 
 def is_listening(port: int, host: str = "127.0.0.1", timeout: float = 0.2) -> bool:

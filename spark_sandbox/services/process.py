@@ -145,6 +145,8 @@ class ServiceProcess:
             try:
                 if self.ready():
                     return
+            except ServiceStartError:  # the probe saw a failure that waiting will not cure
+                raise
             except Exception:  # a probe that cannot connect yet is simply not ready
                 pass
             if time.monotonic() >= deadline:

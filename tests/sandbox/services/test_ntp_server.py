@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import socket
 import time
 from pathlib import Path
 
@@ -10,7 +11,9 @@ from spark_sandbox.defects import Blueprint
 from spark_sandbox.services import ntp as ntp_module
 from spark_sandbox.services.ntp import (
     MODE_SERVER,
+    PortTaken,
     client_request,
+    free_udp_port,
     parse_response,
     sntp_query,
     start_ntp,
@@ -77,3 +80,27 @@ def test_bad_config_is_a_start_error_with_the_log(
         start_ntp(run_dir, ready_timeout=3)
     assert failure.value.name == "ntp"
     assert "Invalid directive" in failure.value.log_tail
+
+
+def test_a_port_taken_after_its_choice_moves_the_start_to_a_fresh_port(
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process binds the chosen port first: chronyd logs it and keeps running, so the
+    start must notice in the log, not wait out its timeout, and try a fresh port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as squatter:
+        squatter.bind(("127.0.0.1", free_udp_port()))
+        taken = squatter.getsockname()[1]
+        with pytest.raises(PortTaken, match=f"udp port {taken} was taken"):
+            start_ntp(run_dir, port=taken)  # a named port is never changed
+        offered = iter([taken])
+        monkeypatch.setattr(
+            ntp_module, "free_udp_port", lambda: next(offered, None) or free_udp_port()
+        )
+        proc, ntp = start_ntp(run_dir)
+    try:
+        assert ntp.port != taken
+        assert sntp_query(ntp.host, ntp.port).mode == MODE_SERVER
+    finally:
+        proc.stop()
+    kept = sorted(p.name for p in (run_dir / "logs").glob("ntp*.log"))
+    assert len(kept) == 3, kept  # the two failed attempts' logs and the serving one's
