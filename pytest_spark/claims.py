@@ -24,7 +24,7 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "money": ("M", "decimal money items M1–M4"),
     "contract": ("K", "consumer contract items K1–K3"),
     "rollback": ("T", "rollback trigger items T01–T14"),
-    "canary": ("S", "canary stage metrics S1–S6"),
+    "canary": ("S", "canary stage metrics S1–S6 and stage integrity S7"),
     "chaos": ("C", "chaos scenarios C1–C6"),
 }
 CLAIM_MARKERS = frozenset(FAMILIES)

@@ -1,4 +1,5 @@
-"""spark-gate: verify a bundle, make a signing key, drive the embedded sandbox."""
+"""spark-gate: verify a bundle, decide a canary stage from one, make a signing key, drive the
+embedded sandbox."""
 
 from __future__ import annotations
 
@@ -9,8 +10,15 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import NoReturn
 
 COMMANDS_ENTRY_POINT = "spark_gate.commands"
+DECIDE_HELP = "promote, hold or rollback a canary stage from its signed bundle (exit 0, 1, 2)"
+DECIDE_DESCRIPTION = (
+    "Print promote, hold or rollback alone on the first line, the reasons after it, and exit "
+    "0, 1 or 2. Anything that is neither a signed canary GO nor a measured breach (a bundle "
+    "that does not verify, inconclusive items, a usage error) is a hold."
+)
 
 
 def verify(args: argparse.Namespace) -> int:
@@ -82,6 +90,50 @@ def verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def decide(args: argparse.Namespace) -> int:
+    from pytest_spark.decide import decide_bundle, hold
+
+    public = None
+    if args.key:
+        try:
+            public = Path(args.key).read_bytes()
+        except OSError as exc:
+            decision = hold(f"--key {args.key}: {exc.strerror or exc}")
+            print("\n".join(decision.lines()))
+            return decision.exit_code
+    else:
+        print(
+            "WARNING: no --key: the bundle is checked only against the key it carries, so "
+            "anyone could have signed it; pass --key with the release public key",
+            file=sys.stderr,
+        )
+    decision = decide_bundle(Path(args.bundle), public, release=args.release, stage=args.stage)
+    print("\n".join(decision.lines()))
+    return decision.exit_code
+
+
+class _HoldingParser(argparse.ArgumentParser):
+    """``decide``'s parser: a usage error is a hold (exit 1), as argparse's usage exit (2)
+    would read as rollback to a controller that acts on the exit code."""
+
+    def error(self, message: str) -> NoReturn:
+        from pytest_spark.decide import HOLD
+
+        print(f"{HOLD}\n{self.prog}: {message}")
+        self.print_usage(sys.stderr)
+        self.exit(1)
+
+
+def add_decide_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("bundle", help="the canary stage's bundle, e.g. reports/v1.4.0/<run-id>")
+    parser.add_argument("--key", help="the release public key (PEM) that must have signed it")
+    parser.add_argument("--release", help="hold unless it is signed for this release")
+    parser.add_argument(
+        "--stage", type=int, help="hold unless it is signed for this stage (percent), e.g. 25"
+    )
+    parser.set_defaults(func=decide)
+
+
 def keygen(args: argparse.Namespace) -> int:
     from pytest_spark.signing import generate_key_pem
 
@@ -124,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="also print the signed verdict")
     p.set_defaults(func=verify)
+    p = sub.add_parser("decide", help=DECIDE_HELP, description=DECIDE_DESCRIPTION)
+    add_decide_arguments(p)
     p = sub.add_parser("keygen", help="create an ed25519 signing key pair")
     p.add_argument("out", help="private key file to write; the public key goes beside it")
     p.add_argument("--force", action="store_true", help="overwrite an existing key")
@@ -136,7 +190,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["decide"]:
+        # Parsed on its own so that its usage errors exit 1 (hold), never argparse's 2.
+        parser = _HoldingParser(prog="spark-gate decide", description=DECIDE_DESCRIPTION)
+        add_decide_arguments(parser)
+        args = parser.parse_args(argv[1:])
+    else:
+        args = build_parser().parse_args(argv)
     return int(args.func(args))
 
 

@@ -18,7 +18,6 @@ import pytest
 SANDBOX = "sandbox"
 DEPLOYMENT = "deployment"
 TARGET_TABLES = frozenset({"target", "endpoints", "secrets", "settings"})
-CANARY_STAGES = (1, 5, 25, 50, 100)
 RELEASE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 # name -> (CLI flag, env var, ini key, help, default); ini keys are "spark_" + name.
@@ -56,7 +55,15 @@ OPTIONS: dict[str, tuple[str, str, str, str | None]] = {
     "stage": (
         "--spark-stage",
         "SPARK_STAGE",
-        "canary stage in percent of traffic: 1, 5, 25, 50 or 100",
+        "canary stage in percent of traffic, one of the stages of ops/canary-plan.toml "
+        "(1, 5, 25, 50, 100)",
+        None,
+    ),
+    "stage_since": (
+        "--spark-stage-since",
+        "SPARK_STAGE_SINCE",
+        "when the canary stage started: UTC ISO 8601 (2026-11-29T10:15:00Z) or Unix seconds; "
+        "the stage's window ends now and must lie inside it",
         None,
     ),
 }
@@ -137,6 +144,8 @@ class SparkConfig:
     checklist_explicit: bool
     waivers_path: Path
     stage: int | None
+    # Unix seconds when the canary stage started (--spark-stage-since); None when not given.
+    stage_since: float | None = None
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -175,15 +184,11 @@ def resolve(config: pytest.Config, gates: Mapping[str, str] | None = None) -> Sp
             f"--spark-release {release!r}: use letters, digits, '.', '_' and '-' only "
             "(it names files in the evidence bundle)"
         )
-    stage_text = setting("stage")
-    stage = None
-    if stage_text is not None:
-        if not stage_text.isdigit() or int(stage_text) not in CANARY_STAGES:
-            raise pytest.UsageError(
-                f"--spark-stage {stage_text!r}: a canary stage is one of "
-                + ", ".join(map(str, CANARY_STAGES))
-            )
-        stage = int(stage_text)
+    stage = _stage(setting("stage"), target, rootdir)
+    since_text = setting("stage_since")
+    stage_since = _instant(since_text) if since_text is not None else None
+    if stage_since is not None and stage is None:
+        raise pytest.UsageError("--spark-stage-since needs --spark-stage: which stage began then?")
     return SparkConfig(
         rootdir=rootdir,
         target=target,
@@ -195,7 +200,52 @@ def resolve(config: pytest.Config, gates: Mapping[str, str] | None = None) -> Sp
         checklist_explicit=setting("checklist") is not None,
         waivers_path=_path(rootdir, setting("waivers") or DEFAULT_WAIVERS),
         stage=stage,
+        stage_since=stage_since,
     )
+
+
+def _stage(text: str | None, target: Target, rootdir: Path) -> int | None:
+    """The canary stage, checked against the plan's stages (``canary-plan.toml`` in the
+    target's ``ops_dir``, else the repository's ``ops/``)."""
+    if text is None:
+        return None
+    from pytest_spark.canary_plan import PLAN_FILE, load_plan
+    from pytest_spark.ops import OpsFileError
+
+    ops_dir = _path(rootdir, target.endpoints.get("ops_dir") or "ops")
+    try:
+        percents = load_plan(ops_dir).percents
+    except OpsFileError as exc:
+        raise pytest.UsageError(
+            f"--spark-stage {text}: the canary plan cannot be read: {exc}"
+        ) from None
+    if not text.isdigit() or int(text) not in percents:
+        raise pytest.UsageError(
+            f"--spark-stage {text!r}: a canary stage is one of "
+            + ", ".join(map(str, percents))
+            + f" (the stages of {ops_dir / PLAN_FILE})"
+        )
+    return int(text)
+
+
+def _instant(text: str) -> float:
+    """Unix seconds from ``2026-11-29T10:15:00Z`` (UTC, an offset allowed) or ``1796..``."""
+    import datetime as dt
+
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        when = None
+    if when is None or when.tzinfo is None:
+        raise pytest.UsageError(
+            f"--spark-stage-since {text!r}: give UTC ISO 8601 with its zone "
+            "(2026-11-29T10:15:00Z) or Unix seconds"
+        )
+    return when.timestamp()
 
 
 def _path(rootdir: Path, value: str) -> Path:

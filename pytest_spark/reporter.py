@@ -256,7 +256,11 @@ class GateReporter:
     # -- who the run is ---------------------------------------------------------------------
 
     def _identity(self) -> dict[str, object]:
-        return {"run_id": self.run_id, "target": self.target_name}
+        identity: dict[str, object] = {"run_id": self.run_id, "target": self.target_name}
+        # Signed with the verdict: a later stage finds this one's bundle by gate and stage.
+        if self.spark.stage is not None:
+            identity["stage"] = self.spark.stage
+        return identity
 
     @property
     def signing_info(self) -> dict[str, str]:
@@ -286,6 +290,8 @@ class GateReporter:
             args += [flag, _relative(path, spark.rootdir)]
         if spark.stage is not None:
             args += ["--spark-stage", str(spark.stage)]
+        if spark.stage_since is not None:
+            args += ["--spark-stage-since", f"{spark.stage_since:.3f}"]
         for extra in self.config.hook.pytest_spark_reproduce_args(config=self.config):
             args += extra
         return "pytest " + shlex.join(args)

@@ -24,12 +24,15 @@ def _load(reference: str) -> Callable[..., Any]:
 
 @dataclass(frozen=True, kw_only=True)
 class Defect:
-    """A named fault. ``breaks``: checklist item -> the sub-checks that must fail, no others."""
+    """A named fault. ``breaks``: checklist item -> the sub-checks that must fail, no others;
+    ``expect``: the status those items end with (``INCONCLUSIVE`` for a fault that leaves them
+    unmeasurable rather than out of their limits)."""
 
     layer: ClassVar[str]
     name: str
     description: str
     breaks: Mapping[str, frozenset[str]]
+    expect: str = "FAILED"
 
     @property
     def items(self) -> tuple[str, ...]:

@@ -309,6 +309,79 @@ _DEFECT_LIST: tuple[Defect, ...] = (
         description="spark_ws_disconnects_total is exported as spark_ws_disconnections_total",
         breaks=_breaks(T13={"series_missing"}),
     ),
+    # S1–S7 and G10, the canary stage. App defects reach the canary track only: the stable
+    # track (the previous release) runs without SPARK_DEFECTS, so each stage metric differs
+    # between the tracks. Orders are most of the stage's traffic, so what slows or breaks them
+    # shows in the metrics over all traffic routes.
+    AppDefect(
+        name="slow_canary_orders",
+        description="POST /api/orders takes 300 ms longer on the canary",
+        breaks=_breaks(S1={"canary_p95_ms"}),
+    ),
+    AppDefect(
+        name="canary_5xx_every_50th",
+        description="every 50th order on the canary answers 500",
+        breaks=_breaks(S2={"canary_5xx_ratio"}),
+    ),
+    # A symbol the stage's traffic does not trade, so its risk blocks do not break S4 too.
+    AppDefect(
+        name="stale_feed_symbol",
+        description="the canary drops every FROTO tick, stale since 60 s before it started",
+        breaks=_breaks(S3={"canary_ws_staleness_s"}),
+    ),
+    AppDefect(
+        name="spurious_risk_blocks",
+        description="every 20th order on the canary is refused as a stale-market risk block",
+        breaks=_breaks(S4={"canary_risk_blocks_per_min"}),
+    ),
+    # A completed key replayed with its own payload answers 409 as if still in flight: the
+    # stage's replays become conflicts, and G03's byte-for-byte replay fails.
+    AppDefect(
+        name="replay_answers_409",
+        description="a replay of a completed Idempotency-Key answers 409",
+        breaks=_breaks(S5={"canary_idempotency_conflict_ratio"}, G03={"replay_mismatches"}),
+    ),
+    AppDefect(
+        name="inline_script_csp",
+        description="the canary's page carries an inline script its CSP blocks",
+        breaks=_breaks(S6={"canary_csp_violations_over_baseline"}),
+    ),
+    OpsFileDefect(
+        name="trigger_pending_in_stage",
+        description="the T01 rule compares against 0 with for: 1h, pending through a stage",
+        breaks=_breaks(S7={"triggers_pending_or_firing"}),
+        artefact="the T01 rule in rollback.yml",
+        folder="prometheus/rules",
+        finds="pending_trigger_rules",
+        change="pend_trigger_in_stage",
+    ),
+    OpsFileDefect(
+        name="loose_stage_threshold",
+        description="the canary plan's S1 threshold is 500 ms, looser than T01's 400 ms",
+        breaks=_breaks(G10={"canary_plan_problems"}),
+        artefact="canary-plan.toml",
+        folder=".",
+        finds="canary_plans",
+        change="loosen_stage_threshold",
+    ),
+    # Too few requests to judge is not a pass: every stage metric is INCONCLUSIVE.
+    OpsFileDefect(
+        name="thin_canary_traffic",
+        description="the canary plan's sandbox traffic is 4 requests/s, 2 to the canary",
+        breaks=_breaks(
+            S1={"canary_p95_ms"},
+            S2={"canary_5xx_ratio"},
+            S3={"canary_ws_staleness_s"},
+            S4={"canary_risk_blocks_per_min"},
+            S5={"canary_idempotency_conflict_ratio"},
+            S6={"canary_csp_violations_over_baseline"},
+        ),
+        expect="INCONCLUSIVE",
+        artefact="canary-plan.toml",
+        folder=".",
+        finds="canary_plans",
+        change="thin_canary_traffic",
+    ),
     # G07 alert delivery. The routing still names a receiver with a webhook, so B8's checks
     # of the configuration pass: only a page sent end to end shows that nobody gets it.
     DeadWebhookDefect(

@@ -9,7 +9,6 @@ left them) and never asks for a defect by name.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -19,17 +18,21 @@ from typing import Any, Protocol
 
 from spark_sandbox import ops_defects
 from spark_sandbox.defects import Blueprint
-from spark_sandbox.endpoints import HOST, Endpoints
+from spark_sandbox.endpoints import CANARY_TRACK, HOST, STABLE_TRACK, Endpoints
+from spark_sandbox.scrapes import scrape_jobs, track_labels
 from spark_sandbox.services.ports import is_listening
-from spark_sandbox.services.process import ServiceProcess, ServiceStartError, tail
+from spark_sandbox.services.process import ServiceProcess
 from spark_sandbox.stopping import Stoppable
 from spark_sandbox.wiring import http_ready, python_module, routed_to_sink, uvicorn
 
 REPO_DIR = Path(__file__).resolve().parent.parent
+# The API runs as two tracks, each scraped with its `track` target label: the canary (`api`,
+# this release, behind the fault proxy) and the stable track (`api_stable`, the previous
+# release, reached directly), so a canary stage compares the two as a real rollout does.
+# The stable track's spark_build_info version: the installed version with this suffix.
+PREVIOUS_RELEASE_SUFFIX = "-previous"
 CHAOSPROXY_TOKEN_ENV = "SPARK_CHAOSPROXY_TOKEN"
 PYTHON_READY_SECONDS = 20.0
-# Prometheus applies discovered targets every 5 s, then scrapes each within one 1 s interval.
-SCRAPE_READY_SECONDS = 20.0
 
 
 @dataclass
@@ -252,7 +255,8 @@ def start_prometheus(plan: Plan, launch: Launch) -> None:
 
     began = time.monotonic()
     config = render_prometheus_config(
-        {job: [target] for job, target in scrape_jobs(plan).items()},
+        scrape_jobs(plan),
+        target_labels=track_labels(plan),
         rule_files=[
             path
             for path in ops_defects.rule_files(plan.ops_dir)
@@ -276,7 +280,8 @@ def build_release(plan: Plan, launch: Launch) -> None:
     launch.report(f"release {'reused' if release.reused else 'built'}: {release.summary}", began)
 
 
-def api_env(plan: Plan) -> dict[str, str]:
+def _api_wiring(plan: Plan) -> dict[str, str]:
+    """What both tracks of the API share: the database, the feed, the third party, the flags."""
     return {
         "SPARK_APP_DSN": plan.values["app_dsn"],
         "SPARK_LISTEN_DSN": plan.values["pgbouncer"].dsn("spark_listen"),
@@ -284,9 +289,30 @@ def api_env(plan: Plan) -> dict[str, str]:
         "SPARK_THIRD_PARTY_ORIGIN": plan.url("third_party"),
         "SPARK_UNLISTED_ORIGIN": f"http://localhost:{plan.ports['third_party']}",
         "SPARK_FLAGS_FILE": str(plan.ops_dir / "flags.toml"),
-        "SPARK_DEFECTS": ",".join(sorted(plan.blueprint.app_defects)),
         # Pact provider states (POST /_sandbox/provider-state) exist only in the sandbox.
         "SPARK_SANDBOX": "1",
+    }
+
+
+def api_env(plan: Plan) -> dict[str, str]:
+    """The canary track (``api``): this release, with every app defect of the deployment."""
+    return {
+        **_api_wiring(plan),
+        "SPARK_TRACK": CANARY_TRACK,
+        "SPARK_DEFECTS": ",".join(sorted(plan.blueprint.app_defects)),
+    }
+
+
+def stable_api_env(plan: Plan) -> dict[str, str]:
+    """The stable track (``api_stable``): the previous release, which has none of this one's
+    defects; it is the same code, told apart in ``spark_build_info`` by its version."""
+    from spark_sandbox.app.settings import installed_version
+
+    return {
+        **_api_wiring(plan),
+        "SPARK_TRACK": STABLE_TRACK,
+        "SPARK_DEFECTS": "",
+        "SPARK_BUILD_VERSION": f"{installed_version()}{PREVIOUS_RELEASE_SUFFIX}",
     }
 
 
@@ -331,6 +357,12 @@ SERVICES: tuple[Spec, ...] = (
         api_env,
     ),
     PythonService(
+        "api_stable",
+        ("migrate", "proxies", "feed"),
+        lambda plan: uvicorn("spark_sandbox.app.main:app", plan.ports["api_stable"]),
+        stable_api_env,
+    ),
+    PythonService(
         "consumer",
         ("migrate", "pgbouncer"),
         _listening_on("spark_sandbox.app.consumer", "consumer"),
@@ -357,51 +389,6 @@ def replaced(services: Sequence[Spec], spec: Spec) -> tuple[Spec, ...]:
     return tuple(spec if s.name == spec.name else s for s in services)
 
 
-def scrape_jobs(plan: Plan) -> dict[str, str]:
-    """Job name -> ``host:port``; every job has exactly one target in the sandbox."""
-    jobs = {
-        "spark-api": f"{HOST}:{plan.ports['api']}",
-        "spark-outbox": f"{HOST}:{plan.ports['outbox']}",
-        "spark-consumer": f"{HOST}:{plan.ports['consumer']}",
-        "pgbouncer": f"{HOST}:{plan.ports['pgbouncer_exporter']}",
-        "prometheus": f"{HOST}:{plan.ports['prometheus']}",
-        "alertmanager": f"{HOST}:{plan.ports['alertmanager']}",
-    }
-    down_job = plan.blueprint.down_scrape_job
-    if down_job is not None:
-        # A port reserved for nobody: the job's one target is expected and down.
-        jobs[down_job] = f"{HOST}:{plan.ports['closed_target']}"
-    return jobs
-
-
-def await_first_scrapes(plan: Plan, report: Callable[[str, float], None]) -> None:
-    """Ready means Prometheus has scraped every job and found it as this deployment intends:
-    up, except a job a defect points at a closed port."""
-    import httpx
-
-    began = time.monotonic()
-    wanted = {job: "up" for job in scrape_jobs(plan)}
-    if plan.blueprint.down_scrape_job is not None:
-        wanted[plan.blueprint.down_scrape_job] = "down"
-    deadline = began + SCRAPE_READY_SECONDS
-    seen: dict[str, str] = {}
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
-            body = httpx.get(f"{plan.url('prometheus')}/api/v1/targets", timeout=2.0).json()
-            seen = {t["labels"]["job"]: t["health"] for t in body["data"]["activeTargets"]}
-            if seen == wanted:
-                report(f"scraping: prometheus has scraped all {len(wanted)} jobs", began)
-                return
-        time.sleep(0.1)
-    raise ServiceStartError(
-        "prometheus",
-        [],
-        f"scrape targets not as expected within {SCRAPE_READY_SECONDS:.0f} s: "
-        f"wanted {wanted}, seen {seen}",
-        tail(plan.run_dir / "logs" / "prometheus.log"),
-    )
-
-
 def endpoints_of(plan: Plan, pids: Mapping[str, int]) -> Endpoints:
     """The endpoints contract of a started plan."""
     pg = plan.values["pg"]
@@ -411,6 +398,7 @@ def endpoints_of(plan: Plan, pids: Mapping[str, int]) -> Endpoints:
     return Endpoints(
         api_url=api_url,
         web_url=f"{api_url}/",
+        stable_api_url=plan.url("api_stable"),
         third_party_origin=plan.url("third_party"),
         toxiproxy_url=plan.url("chaosproxy"),
         prometheus_url=plan.url("prometheus"),

@@ -5,7 +5,9 @@ This is everything a client of the sandbox may rely on (the gate's target provid
 carry their passwords, which are also listed by :meth:`Endpoints.secrets`, so that whoever
 prints or stores an endpoint knows what to mask (:func:`redact` does it for DSN passwords).
 
-Fields: ``api_url`` (the API behind the fault proxy), ``web_url`` (its web page),
+Fields: ``api_url`` (the API behind the fault proxy: the canary track, this release),
+``web_url`` (its web page), ``stable_api_url`` (the stable track, the previous release: the
+same API without this release's defects, reached directly; its page is ``stable_web_url``),
 ``third_party_origin``, ``toxiproxy_url``, ``prometheus_url``, ``alertmanager_url``,
 ``alert_sink_url``, ``ntp_server`` (``host:port``), ``postgres_dsn`` (superuser, direct),
 ``app_dsn`` (what the API uses: fault proxy -> PgBouncer transaction pool), ``listen_dsn``
@@ -25,6 +27,10 @@ from pathlib import Path
 from typing import Any
 
 HOST = "127.0.0.1"
+# The `track` target label of the API's two scrape targets (job spark-api): the canary track
+# is ``api_url``, the stable track ``stable_api_url``.
+CANARY_TRACK = "canary"
+STABLE_TRACK = "stable"
 PATH_FIELDS = (
     "migrations_dir",
     "ops_dir",
@@ -41,6 +47,7 @@ class Endpoints:
 
     api_url: str
     web_url: str
+    stable_api_url: str
     third_party_origin: str
     toxiproxy_url: str
     prometheus_url: str
@@ -63,6 +70,10 @@ class Endpoints:
     # only where these are masked. Kept out of repr() like the token.
     passwords: Mapping[str, str] = field(default_factory=dict, repr=False)
     toxiproxy_token: str = field(default="", repr=False)
+
+    @property
+    def stable_web_url(self) -> str:
+        return f"{self.stable_api_url}/"
 
     @property
     def oncall_readback_url(self) -> str:

@@ -9,6 +9,12 @@ Prometheus and Alertmanager. The defects of :mod:`spark_sandbox.defects` break t
   which one Grafana template variable has lost its ``current`` value.
 - :func:`silence_release_alert` (``silenced_release_alert``): an active Alertmanager silence
   on a release alert, created once Alertmanager is up.
+- :func:`pend_trigger_in_stage` (``trigger_pending_in_stage``): a copy whose T01 rule compares
+  against 0 and waits 1 h, so under any traffic it is pending through a whole canary stage.
+- :func:`loosen_stage_threshold` (``loose_stage_threshold``) and :func:`thin_canary_traffic`
+  (``thin_canary_traffic``): a copy of ``canary-plan.toml`` whose S1 threshold is looser than
+  T01's, or whose sandbox traffic is far below a stage's minimum sample. Plan values are
+  changed line by line, so the copy keeps the released comments and layout.
 
 A defect whose artefact is missing is a :class:`OpsDefectError` naming the file it needs,
 never a healthy-looking sandbox. ``$SPARK_SANDBOX_OPS_DIR`` replaces the repo's ``ops/`` as
@@ -37,6 +43,19 @@ OPS_DIR_ENV = "SPARK_SANDBOX_OPS_DIR"
 NO_6H_BURN_ALERT = "no_6h_burn_alert"
 DASHBOARD_VARIABLE_WITHOUT_DEFAULT = "dashboard_variable_without_default"
 SILENCED_RELEASE_ALERT = "silenced_release_alert"
+
+ROLLBACK_RULES = Path("prometheus") / "rules" / "rollback.yml"
+CANARY_PLAN = "canary-plan.toml"
+# trigger_pending_in_stage: the trigger whose rule then holds under any traffic, and the
+# `for:` that keeps it pending (never firing) through a stage.
+PENDING_TRIGGER = "T01"
+PENDING_FOR = "1h"
+# loose_stage_threshold: S1's stage limit in ms, looser than T01's 400 ms.
+LOOSE_S1_BELOW_MS = 500
+# thin_canary_traffic: the sandbox's requests per second in all and to the canary; a 15 s
+# window then carries about 30 canary requests, under every stage's minimum sample.
+THIN_RATE = 4
+THIN_CANARY_RATE = 2
 
 # A 6 h window in PromQL: a range selector `[6h]` or a recording-rule name like `rate6h`.
 SIX_HOUR_WINDOW = re.compile(r"\b6h\b|rate6h\b|_6h\b")
@@ -243,3 +262,87 @@ def silence_release_alert(alertmanager_url: str, ops_dir: Path, timeout: float =
     response = httpx.post(f"{alertmanager_url}/api/v2/silences", json=silence, timeout=timeout)
     response.raise_for_status()
     return str(response.json()["silenceID"])
+
+
+def pending_trigger_rules(ops_dir: Path) -> list[Path]:
+    """The rollback rule file of ``ops_dir`` when it holds the rule of :data:`PENDING_TRIGGER`."""
+    path = ops_dir / ROLLBACK_RULES
+    return [path] if path.is_file() and _trigger_rule(path)[1] is not None else []
+
+
+def _trigger_rule(path: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The rule file's document and its alerting rule labelled ``trigger=PENDING_TRIGGER``."""
+    import yaml
+
+    document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    for group in document.get("groups") or []:
+        for rule in group.get("rules") or []:
+            if "alert" in rule and (rule.get("labels") or {}).get("trigger") == PENDING_TRIGGER:
+                return document, rule
+    return document, None
+
+
+def pend_trigger_in_stage(ops_dir: Path) -> str:
+    """The T01 rule compares against 0 and waits 1 h: true as soon as the API answers anything
+    but ``/metrics`` and ``/health``, so pending for the whole of a stage and never firing.
+    Returns the alert changed."""
+    import yaml
+
+    from spark_sandbox.defect_kinds import COMPARISON
+
+    path = ops_dir / ROLLBACK_RULES
+    document, rule = _trigger_rule(path)
+    if rule is None:
+        raise OpsDefectError(f"no rule labelled trigger={PENDING_TRIGGER} in {path}")
+    expr = str(rule["expr"])
+    match = COMPARISON.search(expr)
+    if match is None:
+        raise OpsDefectError(f"the {PENDING_TRIGGER} rule in {path} compares with no number")
+    rule["expr"] = f"{expr[: match.start(3)]}0{expr[match.end(3) :]}"
+    rule["for"] = PENDING_FOR
+    path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    return str(rule["alert"])
+
+
+def canary_plans(ops_dir: Path) -> list[Path]:
+    """The canary plan of ``ops_dir``, when it has one."""
+    path = ops_dir / CANARY_PLAN
+    return [path] if path.is_file() else []
+
+
+def loosen_stage_threshold(ops_dir: Path) -> str:
+    """``[metric.S1] below`` becomes 500 ms, looser than the T01 trigger's 400 ms."""
+    return _set_plan_value(ops_dir / CANARY_PLAN, "metric.S1", "below", LOOSE_S1_BELOW_MS)
+
+
+def thin_canary_traffic(ops_dir: Path) -> str:
+    """``[sandbox] rate`` and ``canary_rate`` drop to a few requests per second."""
+    path = ops_dir / CANARY_PLAN
+    return "; ".join(
+        (
+            _set_plan_value(path, "sandbox", "rate", THIN_RATE),
+            _set_plan_value(path, "sandbox", "canary_rate", THIN_CANARY_RATE),
+        )
+    )
+
+
+def _set_plan_value(path: Path, table: str, key: str, value: int) -> str:
+    """Set ``key`` of ``[table]`` in a TOML file by rewriting its one line; what changed."""
+    import tomllib
+
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    inside = False
+    for number, line in enumerate(lines):
+        code = line.split("#", 1)[0].strip()
+        if code.startswith("["):
+            inside = code == f"[{table}]"
+        elif inside and re.match(rf"{re.escape(key)}\s*=", code):
+            lines[number] = f"{key} = {value}\n"
+            path.write_text("".join(lines), encoding="utf-8")
+            document: Any = tomllib.loads("".join(lines))
+            for part in table.split("."):
+                document = document[part]
+            if document.get(key) != value:  # a key written twice: the last one counts
+                raise OpsDefectError(f"[{table}] {key} of {path} is not {value} after the change")
+            return f"{path.name} [{table}] {key} = {value}"
+    raise OpsDefectError(f"no {key} in [{table}] of {path}")

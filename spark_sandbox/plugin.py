@@ -131,11 +131,25 @@ def open_sandbox(
 
 def as_target(target: Target, endpoints: Endpoints, note: str) -> Target:
     """The run's target with the sandbox's endpoints, its credentials as secrets, and facts
-    about this deployment (run dir, defects, pids) as settings."""
+    about this deployment (run dir, defects, pids) as settings.
+
+    The canary gate's keys are derived: the canary track is the API behind the fault proxy
+    (``api_url``), the stable track ``stable_api_url``, and each track's series carry the
+    target label ``track`` that ``canary_selector`` / ``stable_selector`` match (a real
+    target file names its own matchers)."""
+    from spark_sandbox.endpoints import CANARY_TRACK, STABLE_TRACK
+
     data = endpoints.to_dict()
     secrets = endpoints.secrets()
     facts = {"run_dir", "defects", "pids", "passwords", *secrets}
-    derived = {"oncall_readback_url": endpoints.oncall_readback_url}
+    derived = {
+        "oncall_readback_url": endpoints.oncall_readback_url,
+        "canary_api_url": endpoints.api_url,
+        "canary_web_url": endpoints.web_url,
+        "stable_web_url": endpoints.stable_web_url,
+        "canary_selector": f'track="{CANARY_TRACK}"',
+        "stable_selector": f'track="{STABLE_TRACK}"',
+    }
     return replace(
         target,
         endpoints={**{k: str(v) for k, v in data.items() if k not in facts}, **derived},

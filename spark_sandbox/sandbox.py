@@ -43,7 +43,7 @@ from types import TracebackType
 
 from spark_sandbox import ops_defects
 from spark_sandbox.defects import Blueprint
-from spark_sandbox.deployment import SERVICES, Plan, Spec, await_first_scrapes, endpoints_of
+from spark_sandbox.deployment import SERVICES, Plan, Spec, endpoints_of
 from spark_sandbox.endpoints import Endpoints, redact
 from spark_sandbox.home import run_key
 from spark_sandbox.processes import ProcessIdentity, finish_despite_interrupts, sigterm_as_interrupt
@@ -54,6 +54,7 @@ from spark_sandbox.runs import (
     reap_stale_runs,
     run_dir_name,
 )
+from spark_sandbox.scrapes import await_first_scrapes
 from spark_sandbox.services.process import ServiceProcess, ServiceStartError, spawn_observer, tail
 from spark_sandbox.state import (
     STATE_FILE,

@@ -18,7 +18,7 @@ from spark_sandbox.services.process import ServiceStartError, tail
 RELOAD_SECONDS = 10.0
 # Listeners whose port is chosen before anything starts, so that steps can run in parallel.
 PORT_NAMES = (
-    "api", "third_party", "feed", "consumer", "outbox", "chaosproxy",
+    "api", "api_stable", "third_party", "feed", "consumer", "outbox", "chaosproxy",
     "proxy_api", "proxy_db", "proxy_feed", "proxy_consumer",
     "alert_sink", "alertmanager", "pgbouncer_exporter", "prometheus", "closed_target",
 )  # fmt: skip

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_spark import OpsFileError, Reach, Target
+from pytest_spark import OpsFileError, Reach, Target, TargetConfigError
 from pytest_spark.probes import money
 from pytest_spark.probes.spark_api import SparkApi
 from suites.limits import Limits, load_limits
@@ -29,6 +29,16 @@ def limits() -> Limits:
         return load_limits(OPS_DIR)
     except OpsFileError as exc:
         pytest.fail(f"the gate's thresholds cannot be used: {exc}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def ops_dir(spark_target: Target) -> Path:
+    """The release's ops artefacts as the target deploys them (``ops_dir``): for the sandbox
+    the repository's ``ops/``, or the copy a seeded defect changed."""
+    try:
+        return Path(spark_target.require("ops_dir"))
+    except TargetConfigError as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -88,7 +88,6 @@ class B7Limits:
     flags_requests: int
     flags_latency_ms: float
     http_timeout_s: float
-    first_canary_stage_percent: float
     implicit_defaults: float
     risky_flags_on: float
     flag_document_problems: float

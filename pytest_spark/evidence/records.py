@@ -13,6 +13,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 from pytest_spark.evidence.redact import Redactor
 
@@ -135,7 +136,7 @@ class CheckEvidence:
         self.attachments[name] = str(path)
         return path
 
-    def inconclusive(self, reason: str) -> None:
+    def inconclusive(self, reason: str) -> NoReturn:
         """Stop the test: it could not measure. The item becomes INCONCLUSIVE (NO-GO)."""
         raise Inconclusive(reason)
 

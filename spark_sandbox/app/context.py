@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import itertools
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,10 +32,16 @@ class AppContext:
     rounding: Rounding
     # Sandbox only: keyed orders a check holds in flight (see holds.py).
     holds: Holds = field(default_factory=Holds)
+    # Order submissions this process received, numbered from 1 (the "every n-th order"
+    # defects count them; one event loop, so no lock).
+    _order_numbers: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
     def defect(self, name: str) -> bool:
         """The switch point for app-layer defects: each is named at the line it changes."""
         return name in self.settings.defects
+
+    def next_order_number(self) -> int:
+        return next(self._order_numbers)
 
 
 @contextlib.asynccontextmanager

@@ -23,7 +23,16 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
-from spark_sandbox.app import holds, market_rules, orders, provider_state, reads, settings, web
+from spark_sandbox.app import (
+    holds,
+    market_rules,
+    metrics,
+    orders,
+    provider_state,
+    reads,
+    settings,
+    web,
+)
 from spark_sandbox.app.context import AppContext
 from spark_sandbox.app.db import ConnectionPool, PoolTimeout
 from spark_sandbox.app.flags import load_flags
@@ -40,6 +49,13 @@ MAX_ORDER_BODY_BYTES = 16 * 1024
 MAX_SANDBOX_BODY_BYTES = 16 * 1024
 # The app_clock_skew defect: /api/time runs this far ahead of the host clock.
 CLOCK_SKEW_MS = 2000
+# The stale_feed_symbol defect: the feed handler drops every tick of a symbol the canary's
+# traffic does not trade (orders in it would all be risk-blocked, breaking S4 as well), and
+# the symbol went stale in the previous session, this long before the process started. Dated
+# back because S3 reads max_over_time(staleness) over the stage's window, 15 s in the sandbox:
+# a symbol stale only since start-up would stay under S3's 30 s for a whole stage.
+STALE_FEED_SYMBOL = "FROTO"
+STALE_BEFORE_START_S = 60.0
 
 
 def context(request: Request | WebSocket) -> AppContext:
@@ -131,6 +147,7 @@ async def health(request: Request) -> Response:
         "status": "ok" if database == "ok" else "degraded",
         "database": database,
         "feed_connected": ctx.market.connected,
+        "track": ctx.settings.track,
     }
     return JSONResponse(doc, status_code=200 if database == "ok" else 503)
 
@@ -218,10 +235,14 @@ async def on_unexpected(request: Request, exc: Exception) -> Response:
 @contextlib.asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
     config = settings.from_env()
+    if config.build_version is not None:
+        metrics.announce_build(config.build_version)
+    stale_symbol = "stale_feed_symbol" in config.defects
+    lost = {STALE_FEED_SYMBOL: STALE_BEFORE_START_S} if stale_symbol else {}
     ctx = AppContext(
         settings=config,
         pool=ConnectionPool(config.app_dsn, size=config.pool_size),
-        market=MarketData(),
+        market=MarketData(lost=lost),
         rounding=Rounding(half_up="half_up_rounding" in config.defects),
     )
     app.state.ctx = ctx

@@ -13,6 +13,7 @@ import json
 import logging
 import random
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -41,10 +42,14 @@ class Tick:
 
 
 class MarketData:
-    def __init__(self) -> None:
+    """``lost``: symbol -> seconds it had already gone without a tick when this process
+    started; its ticks are dropped as they arrive (the ``stale_feed_symbol`` defect)."""
+
+    def __init__(self, lost: Mapping[str, float] | None = None) -> None:
         self.last: dict[str, Tick] = {}
         self.connected = False
         self._started = time.monotonic()
+        self._lost = dict(lost or {})
         self._subscribers: set[asyncio.Queue[Tick]] = set()
 
     def age_s(self, symbol: str) -> float | None:
@@ -56,6 +61,8 @@ class MarketData:
         return age is None or age > STALE_AFTER_S
 
     def publish(self, tick: Tick) -> None:
+        if tick.symbol in self._lost:
+            return
         self.last[tick.symbol] = tick
         for queue in list(self._subscribers):
             if queue.full():
@@ -76,7 +83,7 @@ class MarketData:
         now = time.monotonic()
         for symbol in INSTRUMENTS:
             tick = self.last.get(symbol)
-            since = tick.received_monotonic if tick else self._started
+            since = tick.received_monotonic if tick else self._started - self._lost.get(symbol, 0)
             metrics.FEED_STALENESS.labels(symbol=symbol).set(now - since)
 
 

@@ -8,9 +8,10 @@ prometheus_client's process collector (process_resident_memory_bytes, process_cp
 from __future__ import annotations
 
 import os
-from importlib.metadata import PackageNotFoundError, version
 
 from prometheus_client import Counter, Gauge, Histogram, Info
+
+from spark_sandbox.app.settings import installed_version
 
 REQUEST_DURATION = Histogram(
     "spark_http_request_duration_seconds",
@@ -95,10 +96,14 @@ CSP_VIOLATIONS = Counter(
 MARKET_OPEN = Gauge("spark_market_open", "1 while the BIST continuous trading session is open.")
 MARKET_OPEN.set(1)
 BUILD_INFO = Info("spark_build", "The build serving: its version.")
-try:
-    BUILD_INFO.info({"version": version("pytest-spark-gate")})
-except PackageNotFoundError:  # run from a source tree that was never installed
-    BUILD_INFO.info({"version": "unknown"})
+BUILD_INFO.info({"version": installed_version()})
+
+
+def announce_build(version: str) -> None:
+    """Serve ``version`` in spark_build_info (``SPARK_BUILD_VERSION``: the sandbox's stable
+    track runs this code as the previous release)."""
+    BUILD_INFO.info({"version": version})
+
 
 # Labelled series exist from the first scrape at 0, so rules see "no increase" rather than
 # "no data" (which the canary treats as inconclusive).
@@ -114,3 +119,7 @@ for _site in ("commission", "average_price", "notional", "realised_pnl"):
 # series that appears only with the first order can be neither checked nor fired before it.
 REQUEST_DURATION.labels(route="/api/orders", method="POST", status="201")
 REQUESTS.labels(route="/api/orders", method="POST", status="201")
+# And its 5xx answers (500 unexpected, 503 database): S2's numerator selects status=~"5..",
+# which without them is "no data" (INCONCLUSIVE) on a track that answered no 5xx, not 0.
+for _status in ("500", "503"):
+    REQUESTS.labels(route="/api/orders", method="POST", status=_status)

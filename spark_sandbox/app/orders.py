@@ -27,7 +27,7 @@ from spark_sandbox.app.money import CENT, exact
 from spark_sandbox.app.order_json import ORDER_COLUMNS, encode, iso8601, order_document
 from spark_sandbox.app.order_rules import OrderTicket
 from spark_sandbox.app.positions import PositionState, apply_fill
-from spark_sandbox.app.problems import Problem
+from spark_sandbox.app.problems import Problem, service_unavailable
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,16 @@ class Answer:
 
 # Only on the duplicate_order_under_concurrency path; see _submit_unclaimed.
 UNCLAIMED_RACE_WINDOW_S = 0.2
+# Orders of one account and symbol that close its position under a concurrent order make
+# that order open it again; after this many closes in a row it answers 503 (retry).
+POSITION_LOCK_ATTEMPTS = 5
+# The canary-track defects. slow_canary_orders: every submission waits this long first, which
+# puts it in the (0.3 s, 0.4 s] bucket: far above S1's 200 ms, under T01's 400 ms.
+SLOW_ORDER_S = 0.3
+# canary_5xx_every_50th: a 2 % share of orders, twice S2's 1 %, under T02's 3 %.
+SERVER_ERROR_EVERY = 50
+# spurious_risk_blocks: one submission in this many is blocked as if its market data were stale.
+SPURIOUS_RISK_BLOCK_EVERY = 20
 
 
 class LeaseLost(Exception):
@@ -49,6 +59,11 @@ class LeaseLost(Exception):
 
 async def submit(ctx: AppContext, key_headers: Sequence[str], raw_body: bytes) -> Answer:
     """``key_headers``: every ``Idempotency-Key`` line of the request, as received."""
+    number = ctx.next_order_number()
+    if ctx.defect("slow_canary_orders"):
+        await asyncio.sleep(SLOW_ORDER_S)
+    if ctx.defect("canary_5xx_every_50th") and number % SERVER_ERROR_EVERY == 0:
+        raise Problem(500, "internal_error", "unexpected server error")
     try:
         key = idempotency.key_from_headers(key_headers)
     except Problem:
@@ -71,8 +86,12 @@ async def submit(ctx: AppContext, key_headers: Sequence[str], raw_body: bytes) -
         skip_tick_check=ctx.defect("tick_misaligned_accepted"),
         outward_band=ctx.defect("band_rounded_outward"),
     )
+    # spurious_risk_blocks: a fresh price taken for a stale one, with a real block's answer.
+    spurious = ctx.defect("spurious_risk_blocks") and number % SPURIOUS_RISK_BLOCK_EVERY == 0
     try:
-        order_rules.check_pre_trade_risk(ticket, stale=ctx.market.is_stale(ticket.symbol))
+        order_rules.check_pre_trade_risk(
+            ticket, stale=spurious or ctx.market.is_stale(ticket.symbol)
+        )
     except Problem as blocked:
         metrics.RISK_BLOCKS.labels(reason=blocked.extra["reason"]).inc()
         raise
@@ -118,7 +137,9 @@ def _answer_taken_key(ctx: AppContext, stored: idempotency.StoredKey | None, pri
             "this Idempotency-Key was already used with a different request body; "
             "use a new key for a new order",
         )
-    if stored.status != "completed" or stored.response_status is None:
+    # replay_answers_409: a completed key is answered as if its first request were in flight.
+    replay_refused = ctx.defect("replay_answers_409")
+    if replay_refused or stored.status != "completed" or stored.response_status is None:
         metrics.IDEMPOTENCY_REQUESTS.labels(outcome="in_use").inc()
         metrics.IDEMPOTENCY_CONFLICTS.labels(status="409").inc()
         raise _in_use()
@@ -289,18 +310,25 @@ async def lock_position(
     """The account's open position in the symbol, row-locked; created flat when there is none.
 
     The insert races safely: open_position_index makes a concurrent second insert a no-op,
-    and FOR UPDATE then waits for the first transaction's row.
+    and FOR UPDATE then waits for the first transaction's row. When that transaction closes
+    the position (its fill brought it to zero), FOR UPDATE re-reads the row as closed and
+    finds nothing: the position is opened again, as if this order had come a moment later.
     """
-    await conn.execute(
-        "INSERT INTO positions (account_id, symbol, status) VALUES (%s, %s, 'open')"
-        " ON CONFLICT (account_id, symbol) WHERE status = 'open' DO NOTHING",
-        (ticket.account_id, ticket.symbol),
+    for _ in range(POSITION_LOCK_ATTEMPTS):
+        await conn.execute(
+            "INSERT INTO positions (account_id, symbol, status) VALUES (%s, %s, 'open')"
+            " ON CONFLICT (account_id, symbol) WHERE status = 'open' DO NOTHING",
+            (ticket.account_id, ticket.symbol),
+        )
+        cur = await conn.execute(
+            "SELECT id, quantity, average_price, realised_pnl FROM positions"
+            " WHERE account_id = %s AND symbol = %s AND status = 'open' FOR UPDATE",
+            (ticket.account_id, ticket.symbol),
+        )
+        row = await cur.fetchone()
+        if row is not None:
+            return PositionState(row[1], row[2], row[3]), row[0]
+    raise service_unavailable(
+        f"{ticket.account_id}'s {ticket.symbol} position was closed under this order "
+        f"{POSITION_LOCK_ATTEMPTS} times in a row; retry"
     )
-    cur = await conn.execute(
-        "SELECT id, quantity, average_price, realised_pnl FROM positions"
-        " WHERE account_id = %s AND symbol = %s AND status = 'open' FOR UPDATE",
-        (ticket.account_id, ticket.symbol),
-    )
-    row = await cur.fetchone()
-    assert row is not None
-    return PositionState(row[1], row[2], row[3]), row[0]

@@ -5,12 +5,22 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from spark_sandbox.defects import for_layer, resolve
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_FLAGS_FILE = REPO_ROOT / "ops" / "flags.toml"
+DISTRIBUTION = "pytest-spark-gate"
+
+
+def installed_version() -> str:
+    """The version of the installed distribution: what this build serves by default."""
+    try:
+        return version(DISTRIBUTION)
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
 
 
 @dataclass(frozen=True)
@@ -25,6 +35,11 @@ class Settings:
     sandbox: bool
     pool_size: int
     idempotency_gc_interval_s: float
+    # The release track this process serves ("canary", "stable"), as /health reports it; the
+    # metrics carry it as Prometheus's target label, not as a label of their own.
+    track: str | None = None
+    # spark_build_info's version; None: the installed distribution's.
+    build_version: str | None = None
 
 
 def parse_addr(value: str) -> tuple[str, int]:
@@ -53,4 +68,6 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         sandbox=env.get("SPARK_SANDBOX") == "1",
         pool_size=int(env.get("SPARK_DB_POOL_SIZE", "10")),
         idempotency_gc_interval_s=float(env.get("SPARK_IDEMPOTENCY_GC_INTERVAL_S", "60")),
+        track=env.get("SPARK_TRACK") or None,
+        build_version=env.get("SPARK_BUILD_VERSION") or None,
     )

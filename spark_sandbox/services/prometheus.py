@@ -8,7 +8,7 @@ Call (Alertmanager first, or Prometheus drops the first alert and re-sends it a 
     write_config(config, render_prometheus_config(
         {"api": ["127.0.0.1:8001"], "prometheus": [f"127.0.0.1:{prom_port}"]},
         rule_files=[rules_path], alertmanager=am.address,
-        metrics_paths={"api": "/metrics/"}))
+        metrics_paths={"api": "/metrics/"}, target_labels={"127.0.0.1:8001": {"track": "canary"}}))
     prom_proc, prom = start_prometheus(run_dir, config, port=prom_port)
 
 Configs are written as JSON, which is valid YAML, so no YAML library is needed. Scrape and
@@ -96,14 +96,18 @@ def render_prometheus_config(
     alertmanager: str | None = None,
     *,
     metrics_paths: Mapping[str, str] | None = None,
+    target_labels: Mapping[str, Mapping[str, str]] | None = None,
     interval: str = "1s",
 ) -> str:
     """prometheus.yml text: one job per name with its ``host:port`` targets.
 
     ``metrics_paths`` overrides ``/metrics`` per job (``prometheus_client``'s ASGI app lives
-    at ``/metrics/``); ``alertmanager`` is the ``host:port`` that receives alerts.
+    at ``/metrics/``); ``target_labels`` gives a target (``host:port``) labels of its own on
+    every series scraped from it (the sandbox's ``track``); ``alertmanager`` is the
+    ``host:port`` that receives alerts.
     """
     metrics_paths = metrics_paths or {}
+    target_labels = target_labels or {}
     config: dict[str, object] = {
         "global": {
             "scrape_interval": interval,
@@ -115,7 +119,7 @@ def render_prometheus_config(
             {
                 "job_name": job,
                 "metrics_path": metrics_paths.get(job, "/metrics"),
-                "static_configs": [{"targets": list(targets)}],
+                "static_configs": _static_configs(targets, target_labels),
             }
             for job, targets in scrape_jobs.items()
         ],
@@ -123,6 +127,18 @@ def render_prometheus_config(
     if alertmanager:
         config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}
     return json.dumps(config, indent=2) + "\n"
+
+
+def _static_configs(
+    targets: Sequence[str], target_labels: Mapping[str, Mapping[str, str]]
+) -> list[dict[str, object]]:
+    """The targets without labels of their own in one group, each labelled one in its own."""
+    plain = [t for t in targets if t not in target_labels]
+    labelled: list[dict[str, object]] = [
+        {"targets": [t], "labels": dict(target_labels[t])} for t in targets if t in target_labels
+    ]
+    unlabelled: list[dict[str, object]] = [{"targets": plain}] if plain or not labelled else []
+    return unlabelled + labelled
 
 
 def answers_ready(url: str) -> bool:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pytest_spark import CheckEvidence, Reach, Target, TargetConfigError
+from pytest_spark import CheckEvidence, OpsFileError, Reach, Target, TargetConfigError, load_plan
 from pytest_spark.probes import flags
 from pytest_spark.probes.spark_api import SparkApi
 from suites.limits import B7Limits, Limits
@@ -103,8 +103,12 @@ def test_risky_flags_start_off(
     spark_target: Target,
     spark_evidence: CheckEvidence,
     limits: Limits,
+    ops_dir: Path,
 ) -> None:
-    first_stage = limits.b7.first_canary_stage_percent
+    try:
+        first_stage = load_plan(ops_dir).stages[0].percent
+    except (OpsFileError, IndexError) as exc:
+        pytest.fail(f"the canary plan has no first stage: {exc}", pytrace=False)
     url, served = served_document(reach, limits.b7)
     path, declared = declared_document(spark_target)
     findings = [(url, f) for f in flags.risky_flags_on(served, first_stage)]

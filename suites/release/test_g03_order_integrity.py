@@ -100,6 +100,18 @@ def test_replay_returns_the_stored_response_byte_for_byte(
         f"key {key}: first {first.describe()} {first.content!r}; replay {replay.describe()} "
         f"{replay.content!r}"
     )
+    same = (replay.status, replay.content) == (first.status, first.content)
+    mismatched = [] if same and replay.replayed else [replay]
+    spark_evidence.check(
+        "replay_mismatches",
+        len(mismatched),
+        limit=1,
+        unit="replays",
+        why=f"the replay of key {key} with its own payload answered {replay.describe()} "
+        f"{replay.content!r}{'' if replay.replayed else ' without Idempotent-Replayed: true'}, "
+        f"not the stored {first.status} {first.content!r} byte for byte: a client retrying "
+        "after a lost reply cannot learn its order's outcome",
+    )
     spark_evidence.check(
         "replayed_orders_per_key",
         len(booked),

@@ -10,51 +10,21 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from pytest_spark import OpsFileError, Target, TargetConfigError, load_ops, ops_key
+from pytest_spark import OpsFileError, RollbackTriggers, load_triggers
 from pytest_spark.probes import alert_rules
 
-TRIGGERS_FILE = "rollback-triggers.toml"
 # The triggers the release declares, one test each: adding [trigger.Tnn] to the repository's
 # rollback-triggers.toml (with its rule and promtool cases) adds its test, nothing else.
-with (Path(__file__).resolve().parents[2] / "ops" / TRIGGERS_FILE).open("rb") as _declared:
+DECLARED = Path(__file__).resolve().parents[2] / "ops" / "rollback-triggers.toml"
+with DECLARED.open("rb") as _declared:
     TRIGGERS = tuple(tomllib.load(_declared)["trigger"])
 # promtool runs are independent processes; a few at once keep a 2-core machine busy.
 PROMTOOL_WORKERS = 4
-
-
-@dataclass(frozen=True)
-class RuleSettings:
-    file: str
-    tests: str
-    evaluation_age_s: float
-    rules_evaluated_wait_s: float
-    series_lookback_s: float
-    series_wait_s: float
-    promtool_timeout_s: float
-    promtool_failures: float
-    rule_drift: float
-    rule_not_loaded: float
-    series_missing: float
-    burn_rate_rules_unhealthy: float
-    absent_signal_rules_unhealthy: float
-
-
-@dataclass(frozen=True)
-class Trigger:
-    alert: str
-    compare: tuple[str, ...]
-    for_: str = field(metadata=ops_key("for"))
-
-
-@dataclass(frozen=True)
-class RollbackTriggers:
-    rules: RuleSettings
-    trigger: dict[str, Trigger]
 
 
 @dataclass(frozen=True)
@@ -68,18 +38,10 @@ class RuleArtefacts:
 
 
 @pytest.fixture(scope="session")
-def ops_dir(spark_target: Target) -> Path:
-    try:
-        return Path(spark_target.require("ops_dir"))
-    except TargetConfigError as exc:
-        pytest.fail(str(exc), pytrace=False)
-
-
-@pytest.fixture(scope="session")
 def rollback_triggers(ops_dir: Path) -> RollbackTriggers:
     """``rollback-triggers.toml`` typed: ``rollback_triggers.trigger["T01"].compare``."""
     try:
-        return load_ops(ops_dir / TRIGGERS_FILE, RollbackTriggers)
+        return load_triggers(ops_dir)
     except OpsFileError as exc:
         pytest.fail(f"the rollback triggers cannot be read: {exc}", pytrace=False)
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_spark import CheckEvidence, Reach
+from pytest_spark import CheckEvidence, Reach, RollbackTriggers
 from pytest_spark.probes import alert_rules, prometheus
 from suites.limits import Limits
-from suites.rollback.conftest import RollbackTriggers, RuleArtefacts
+from suites.rollback.conftest import RuleArtefacts
 
 pytestmark = pytest.mark.go_nogo("G06")
 

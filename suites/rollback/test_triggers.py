@@ -11,16 +11,10 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_spark import CheckEvidence, Reach
+from pytest_spark import CheckEvidence, Reach, RollbackTriggers, RuleSettings, Trigger
 from pytest_spark.probes import alert_rules, prometheus
 from pytest_spark.probes.waiting import wait_until
-from suites.rollback.conftest import (
-    TRIGGERS,
-    RollbackTriggers,
-    RuleArtefacts,
-    RuleSettings,
-    Trigger,
-)
+from suites.rollback.conftest import TRIGGERS, RuleArtefacts
 
 # What the rollback automation and Alertmanager's routing key on.
 REQUIRED_LABELS = {"severity": "page", "rollback": "auto"}

@@ -38,7 +38,7 @@ def changed_ops_dir(target: Path) -> Path:
     integration (a common "blackhole" leftover)."""
     shutil.copytree(OPS_DIR, target)
     expected = target / "prometheus" / "targets.toml"
-    expected.write_text(expected.read_text().replace("spark-api = 1", "spark-api = 2"))
+    expected.write_text(expected.read_text().replace("spark-api = 2", "spark-api = 3"))
     rules = target / "prometheus" / "rules" / "slo-burn.yml"
     text, n = re.subn(
         r"(- alert: SparkApiErrorBudgetBurnSlow\n(?:.*\n)*?)\s+labels:\n\s+severity: page\n",

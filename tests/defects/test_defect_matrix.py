@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gate_runner import REPO, gate
+from gate_runner import REPO, GateOutcome, gate
 
 from spark_sandbox.defects import DEFECTS, TRIGGERS, Defect
 
@@ -31,6 +31,8 @@ class GateGroup:
 
 
 BLIND_SPOTS = "suites/blind_spots"
+CANARY_GROUP = "canary"
+CANARY_ITEMS = tuple(f"S{n}" for n in range(1, 8))
 GROUPS = {
     "b1-b3": GateGroup(
         (
@@ -64,12 +66,20 @@ GROUPS = {
     "contract": GateGroup(("suites/contract",), "contract", ("K1", "K2")),
     # T01–T14 with G06, which requires them: a broken trigger fails G06 as well.
     "rollback": GateGroup(("suites/rollback",), "go_nogo", (*TRIGGERS, "G06")),
+    "g08-g10": GateGroup(
+        ("suites/release/test_g08_baseline.py", "suites/release/test_g10_canary_plan.py"),
+        "go_nogo",
+        ("G08", "G10"),
+    ),
+    # A canary stage builds on the bundles of the stages before it: its cases run in
+    # test_canary_gate.py, on top of a healthy rollout's evidence.
+    CANARY_GROUP: GateGroup(("suites/canary",), "canary", CANARY_ITEMS),
 }
 CASES = [
     pytest.param(defect, name, id=f"{defect.name}-{name}")
     for defect in DEFECTS.values()
     for name, group in GROUPS.items()
-    if set(defect.items) & set(group.items)
+    if set(defect.items) & set(group.items) and name != CANARY_GROUP
 ]
 
 
@@ -107,8 +117,20 @@ def test_defect_breaks_exactly_its_sub_checks(
 ) -> None:
     group = GROUPS[group_name]
     run = gate(list(group.suites), group.marker, defect.name, tmp_path)
+    assert_breaks_exactly(run, defect, group)
+
+
+def assert_breaks_exactly(run: GateOutcome, defect: Defect, group: GateGroup) -> None:
+    """NO-GO; within the group, the defect's items end as it says (FAILED on exactly its
+    sub-checks, or INCONCLUSIVE) with the composites that require them; the rest PASSED."""
     expected = {item: subs for item, subs in defect.breaks.items() if item in group.items}
     assert run.code == 1, f"{defect.name}: exit code {run.code}, expected NO-GO:\n{run.tail}"
+    if defect.expect != "FAILED":
+        for item in group.items:
+            wanted = defect.expect if item in expected else "PASSED"
+            status = run.items[item]["status"]
+            assert status == wanted, f"{defect.name}: {item} {run.items[item]}\n{run.tail}"
+        return
     assert run.broken(group.items) == expected, (
         f"{defect.name}: sub-checks not within limits {run.broken(group.items)}, expected "
         f"{expected}:\n{run.tail}"

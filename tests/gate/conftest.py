@@ -72,8 +72,15 @@ def test_a2(spark_evidence):
 def gate_project(pytester: pytest.Pytester) -> pytest.Pytester:
     """A pytester project with the tiny registry and a passing suite."""
     pytester.makefile(".toml", **{"ops/checklist": TINY_CHECKLIST})
+    with_canary_plan(pytester)
     pytester.makepyfile(test_suite=PASSING_SUITE)
     return pytester
+
+
+def with_canary_plan(pytester: pytest.Pytester) -> None:
+    """The release's canary plan, whose stages --spark-stage accepts."""
+    plan = Path(__file__).resolve().parents[2] / "ops" / "canary-plan.toml"
+    pytester.makefile(".toml", **{"ops/canary-plan": plan.read_text()})
 
 
 def latest_bundle(pytester: pytest.Pytester) -> Path:

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from .conftest import latest_bundle, read_verdict
+from .conftest import latest_bundle, read_verdict, with_canary_plan
 
 CONFIG_PROBE = """
 import json, pathlib
@@ -76,6 +76,7 @@ def test_option_through_cli_and_ini(pytester: pytest.Pytester, option: str, sour
     from .conftest import TINY_CHECKLIST
 
     pytester.makefile(".toml", **{"ops/checklist": TINY_CHECKLIST})
+    with_canary_plan(pytester)
     pytester.makefile(".toml", t='[target]\nname = "t"\nkind = "sandbox"\n')
     pytester.makepyfile(test_probe=CONFIG_PROBE)
     if source == "ini":
@@ -98,6 +99,7 @@ def test_cli_beats_env_beats_ini_beats_target_file(
     from .conftest import TINY_CHECKLIST
 
     pytester.makefile(".toml", **{"ops/checklist": TINY_CHECKLIST})
+    with_canary_plan(pytester)
     pytester.makefile(
         ".toml",
         t='[target]\nname = "t"\nkind = "sandbox"\n'

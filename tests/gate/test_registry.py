@@ -40,7 +40,7 @@ def test_the_project_registry_has_every_readiness_item() -> None:
         + [f"M{n}" for n in range(1, 5)]
         + [f"K{n}" for n in range(1, 4)]
         + [f"T{n:02d}" for n in range(1, 15)]
-        + [f"S{n}" for n in range(1, 7)]
+        + [f"S{n}" for n in range(1, 8)]  # S7: the stage's integrity
         + [f"C{n}" for n in range(1, 7)]
     )
     assert sorted(checklist.items) == sorted(expected)

@@ -64,7 +64,7 @@ def test_unscraped_targets_and_no_targets_are_not_judged_up() -> None:
 def test_expected_targets_file(tmp_path: Path) -> None:
     assert (
         prometheus.load_expected_targets(REPO / "ops" / "prometheus" / "targets.toml")["spark-api"]
-        == 1
+        == 2
     )
     bad = tmp_path / "targets.toml"
     bad.write_text("[jobs]\napi = 0\n")

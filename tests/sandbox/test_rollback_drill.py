@@ -125,11 +125,11 @@ def firing_in_prometheus(endpoints: Endpoints, trigger: str) -> list[str]:
 
 
 def failed_api_scrapes(endpoints: Endpoints, since: datetime) -> int:
-    """Scrapes of the API that failed since ``since``: while they fail, every rule that reads
-    the API is blind, so a cause that fails them hides itself."""
+    """Scrapes of the API that failed since ``since``, over both its tracks: while they fail,
+    every rule that reads the API is blind, so a cause that fails them hides itself."""
     window = f"{max(1, round((datetime.now(UTC) - since).total_seconds()))}s"
     up = f'up{{job="spark-api"}}[{window}]'
-    query = f"count_over_time({up}) - sum_over_time({up})"
+    query = f"sum(count_over_time({up}) - sum_over_time({up}))"
     data = prometheus.api_get(endpoints.prometheus_url, "/api/v1/query", {"query": query})
     return round(float(data["result"][0]["value"][1])) if data["result"] else 0
 

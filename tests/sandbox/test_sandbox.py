@@ -23,10 +23,14 @@ import httpx
 import psycopg
 import pytest
 
+from pytest_spark.config import Target
+from pytest_spark.probes import money
+from pytest_spark.probes.spark_api import SparkApi, Ticket, new_account, new_key
 from spark_sandbox import ops_defects
 from spark_sandbox.defects import Blueprint
 from spark_sandbox.deployment import SERVICES, Launch, Plan, ServiceSpec, replaced
 from spark_sandbox.home import run_key
+from spark_sandbox.plugin import as_target
 from spark_sandbox.processes import ProcessIdentity, group_members, process_start_time
 from spark_sandbox.runs import RunRecord, reap_stale_runs
 from spark_sandbox.sandbox import STATE_FILE, Endpoints, Sandbox, find_running, redact
@@ -34,8 +38,10 @@ from spark_sandbox.services.process import ServiceProcess, ServiceStartError
 from spark_sandbox.state import write_state
 
 REPO = Path(__file__).resolve().parents[2]
-SCRAPE_JOBS = {
-    "spark-api",
+# Scrape targets by job, and by track for the API's two.
+SCRAPE_TARGETS = {
+    "spark-api/canary",
+    "spark-api/stable",
     "spark-outbox",
     "spark-consumer",
     "pgbouncer",
@@ -47,6 +53,16 @@ OPS_DEFECTS = (
     "dashboard_variable_without_default",
     "scrape_target_down",
     "silenced_release_alert",
+)
+# Started with the ops defects above: they reach the canary track and never the stable one.
+CANARY_DEFECTS = ("stale_feed_symbol", "replay_answers_409")
+TRACK_KEYS = (
+    "canary_api_url",
+    "canary_web_url",
+    "stable_api_url",
+    "stable_web_url",
+    "canary_selector",
+    "stable_selector",
 )
 BURN_RULES = """\
 groups:
@@ -164,9 +180,21 @@ def poll(check: Any, what: str) -> Any:
 
 
 def prometheus_targets(endpoints: Endpoints) -> dict[str, str]:
-    """Scrape job -> health of its one target, as Prometheus sees them."""
+    """Scrape target (``job``, or ``job/track`` for the API's tracks) -> its health, as
+    Prometheus sees them."""
     body = httpx.get(f"{endpoints.prometheus_url}/api/v1/targets", timeout=5).json()
-    return {t["labels"]["job"]: t["health"] for t in body["data"]["activeTargets"]}
+    return {
+        "/".join(filter(None, (t["labels"]["job"], t["labels"].get("track")))): t["health"]
+        for t in body["data"]["activeTargets"]
+    }
+
+
+def instant(endpoints: Endpoints, query: str) -> list[dict[str, Any]]:
+    """The series of an instant PromQL query, each ``{"metric": labels, "value": [t, v]}``."""
+    body = httpx.get(
+        f"{endpoints.prometheus_url}/api/v1/query", params={"query": query}, timeout=5
+    ).json()
+    return list(body["data"]["result"])
 
 
 # -- the healthy sandbox ------------------------------------------------------------------------
@@ -214,7 +242,39 @@ def test_prometheus_scrapes_every_expected_job_and_all_are_up(
         lambda: (t := prometheus_targets(ep)) and set(t.values()) == {"up"} and t,
         "every scrape target up",
     )
-    assert set(targets) == SCRAPE_JOBS
+    assert set(targets) == SCRAPE_TARGETS
+
+
+def test_the_api_runs_as_a_canary_and_a_stable_track_each_scraped_with_its_label(
+    healthy: tuple[Sandbox, Endpoints],
+) -> None:
+    _, ep = healthy
+    assert httpx.get(f"{ep.api_url}/health", timeout=5).json()["track"] == "canary"
+    assert httpx.get(f"{ep.stable_api_url}/health", timeout=5).json()["track"] == "stable"
+    assert {"api", "api_stable"} <= set(ep.pids)
+    target = as_target(Target("sandbox", "sandbox"), ep, "note")
+    keys = {k: target.endpoints[k] for k in TRACK_KEYS}
+    assert keys == {
+        "canary_api_url": ep.api_url,
+        "canary_web_url": ep.web_url,
+        "stable_api_url": ep.stable_api_url,
+        "stable_web_url": f"{ep.stable_api_url}/",
+        "canary_selector": 'track="canary"',
+        "stable_selector": 'track="stable"',
+    }
+    # Each selector picks its one track out of the API's job; the stable target is the
+    # stable URL itself (the canary's is the API behind the fault proxy).
+    builds = poll(
+        lambda: len(found := instant(ep, 'spark_build_info{job="spark-api"}')) == 2 and found,
+        "spark_build_info of both tracks",
+    )
+    version = {b["metric"]["track"]: b["metric"]["version"] for b in builds}
+    assert version["stable"] == f"{version['canary']}-previous"
+    for track in ("canary", "stable"):
+        [up] = instant(ep, f'up{{job="spark-api",{keys[f"{track}_selector"]}}}')
+        assert up["value"][1] == "1"
+        if track == "stable":
+            assert f"http://{up['metric']['instance']}" == ep.stable_api_url
 
 
 def test_alertmanager_routes_the_release_receivers_to_the_alert_sink(
@@ -325,6 +385,28 @@ def assert_ops_defects_show(bad: Endpoints, source: Path) -> None:
     assert [m["value"] for s in active for m in s["matchers"]] == [release]
 
 
+def assert_canary_defects_spare_the_stable_track(bad: Endpoints) -> None:
+    """The app defects change the canary (``api_url``) only: the stable track answers and is
+    scraped as the healthy release."""
+    # stale_feed_symbol: FROTO is stale on the canary from its first scrape, as S3 reads it.
+    staleness = poll(
+        lambda: len(s := instant(bad, 'spark_feed_staleness_seconds{symbol="FROTO"}')) == 2 and s,
+        "FROTO's staleness on both tracks",
+    )
+    by_track = {s["metric"]["track"]: float(s["value"][1]) for s in staleness}
+    assert by_track["canary"] > 60 and by_track["stable"] < 5, by_track
+    # replay_answers_409: a replay answers 409 on the canary, the stored order on stable.
+    statuses = {}
+    for track, url in (("canary", bad.api_url), ("stable", bad.stable_api_url)):
+        with SparkApi(url, 5.0) as api:
+            instrument = api.instrument("THYAO")
+            [price] = money.aligned_prices_near(instrument.base_price, instrument.band, 1)
+            ticket = Ticket(new_account(f"tracks-{track}"), "THYAO", "buy", 1, price)
+            key = new_key()
+            statuses[track] = (api.submit(ticket, key).status, api.submit(ticket, key).status)
+    assert statuses == {"canary": (201, 409), "stable": (201, 201)}
+
+
 def burn_windows(ops_dir: Path) -> set[str]:
     import yaml
 
@@ -418,7 +500,7 @@ def test_cli_up_with_ops_defects_next_to_a_healthy_sandbox_then_status_and_down(
     )
     stale_dir, orphan = plant_stale_run(run_root)
     source = write_ops_dir(tmp_path / "ops")
-    defects = [arg for name in OPS_DEFECTS for arg in ("--defect", name)]
+    defects = [arg for name in (*OPS_DEFECTS, *CANARY_DEFECTS) for arg in ("--defect", name)]
     try:
         up = spark_sandbox(
             "up", "--run-root", str(run_root), *defects, state_dir=state_dir, ops_dir=source
@@ -433,12 +515,13 @@ def test_cli_up_with_ops_defects_next_to_a_healthy_sandbox_then_status_and_down(
         bad = find_running(state_dir)
         assert bad is not None
         assert httpx.get(f"{bad.api_url}/health", timeout=5).status_code == 200
-        assert bad.defects == OPS_DEFECTS
+        assert bad.defects == (*OPS_DEFECTS, *CANARY_DEFECTS)
 
         # Two sandboxes at once: their own run dirs and ports.
         assert bad.run_dir != good.run_dir
         assert recorded_ports(bad).isdisjoint(recorded_ports(good))
         assert_ops_defects_show(bad, source)
+        assert_canary_defects_spare_the_stable_track(bad)
 
         status = spark_sandbox("status", state_dir=state_dir)
         assert status.returncode == 0, status.stderr
@@ -634,11 +717,62 @@ def test_the_release_alert_to_silence_is_a_burn_rate_alert(ops_source: Path) -> 
     assert ops_defects.release_alert_name(ops_source) == "OrderApiBurnRateFast"
 
 
+def _plan(ops_dir: Path) -> dict[str, Any]:
+    import tomllib
+
+    return tomllib.loads((ops_dir / ops_defects.CANARY_PLAN).read_text())
+
+
+def _rules_by_alert(ops_dir: Path) -> dict[str, dict[str, Any]]:
+    import yaml
+
+    document = yaml.safe_load((ops_dir / ops_defects.ROLLBACK_RULES).read_text())
+    return {r["alert"]: r for g in document["groups"] for r in g["rules"] if "alert" in r}
+
+
+def released_ops_files() -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in sorted(ops_defects.OPS_DIR.rglob("*")) if p.is_file()}
+
+
+def test_the_canary_ops_defects_change_the_served_copy_and_nothing_else(tmp_path: Path) -> None:
+    released = released_ops_files()
+    defects = ["trigger_pending_in_stage", "loose_stage_threshold", "thin_canary_traffic"]
+    served = served_ops(defects, tmp_path / "run", ops_defects.OPS_DIR)
+    assert served == tmp_path / "run" / "ops"
+    assert released_ops_files() == released  # the repo's ops dir is untouched
+
+    # loose_stage_threshold and thin_canary_traffic: three values of the plan, nothing else.
+    plan, changed = _plan(ops_defects.OPS_DIR), _plan(served)
+    assert changed["metric"]["S1"]["below"] == 500  # T01's threshold is 400 ms
+    assert (changed["sandbox"]["rate"], changed["sandbox"]["canary_rate"]) == (4, 2)
+    plan["metric"]["S1"]["below"] = 500
+    plan["sandbox"].update(rate=4, canary_rate=2)
+    assert changed == plan
+    # Edited line by line: the released comments are still there.
+    assert (served / "canary-plan.toml").read_text().count("#") == (
+        (ops_defects.OPS_DIR / "canary-plan.toml").read_text().count("#")
+    )
+
+    # trigger_pending_in_stage: T01 compares against 0 and waits 1 h; every other rule as is.
+    rules, pending = _rules_by_alert(ops_defects.OPS_DIR), _rules_by_alert(served)
+    t01 = pending.pop("SparkRollbackApiLatencyP95")
+    released_t01 = rules.pop("SparkRollbackApiLatencyP95")
+    assert t01["expr"].strip().endswith(") > 0") and t01["for"] == "1h"
+    assert t01["expr"].replace(") > 0", ") > 0.4") == released_t01["expr"]
+    assert pending == rules
+    assert {p.name for p in ops_defects.rule_files(served)} == {
+        p.name for p in ops_defects.rule_files(ops_defects.OPS_DIR)
+    }
+
+
 @pytest.mark.parametrize(
     ("defect", "missing"),
     [
         ("no_6h_burn_alert", "prometheus/rules"),
         ("dashboard_variable_without_default", "grafana"),
+        ("trigger_pending_in_stage", "prometheus/rules"),
+        ("loose_stage_threshold", "canary-plan.toml"),
+        ("thin_canary_traffic", "canary-plan.toml"),
     ],
 )
 def test_an_ops_defect_without_its_artefact_is_a_clear_error(

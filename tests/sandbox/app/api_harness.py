@@ -109,10 +109,13 @@ def start_api(
     extra_env: Mapping[str, str] | None = None,
     wait_for_market: bool = True,
     require_database: bool = True,
+    stale_symbols: Iterable[str] = (),
 ) -> Api:
-    """A running API; with ``wait_for_market`` it is ready only once every symbol has a tick."""
+    """A running API; with ``wait_for_market`` it is ready only once every symbol has a tick
+    (but ``stale_symbols``, whose ticks a defect drops)."""
     port = free_port()
     defects = tuple(defects)
+    stale = frozenset(stale_symbols)
     env = {
         "PATH": "/usr/bin:/bin",
         "SPARK_APP_DSN": dsn,
@@ -137,7 +140,9 @@ def start_api(
             if not wait_for_market:
                 return True
             return all(
-                not client.get(f"/api/market/{symbol}").json()["stale"] for symbol in INSTRUMENTS
+                not client.get(f"/api/market/{symbol}").json()["stale"]
+                for symbol in INSTRUMENTS
+                if symbol not in stale
             )
 
     process = ServiceProcess(
@@ -193,3 +198,14 @@ async def _burst(api: Api, order: Mapping[str, object], key: str, n: int) -> lis
 def submit_concurrently(api: Api, order: Mapping[str, object], key: str, n: int = 20) -> list[int]:
     """Submit one order n times at once under one key; the HTTP statuses, in no order."""
     return asyncio.run(_burst(api, order, key, n))
+
+
+def exported(exposition: str, name: str, **labels: str) -> float:
+    """The value of one sample of a /metrics page (0 when it is not there)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from api_harness import Api, wait_until
+from api_harness import Api, exported, wait_until
 
 from spark_sandbox.services.ports import free_port
 from spark_sandbox.services.process import ServiceProcess
@@ -83,3 +84,36 @@ def test_page_is_isolated_loads_its_third_party_and_sees_violations(
     assert violations == [
         {"blockedURI": "inline", "effectiveDirective": "script-src-elem", "disposition": "enforce"}
     ]
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed")
+def test_the_inline_script_defect_sends_one_report_per_page_load(
+    api_factory: Callable[..., Api],
+) -> None:
+    """S6 counts violation reports over a 15 s window: each load of the canary's page must
+    reach the collector from a real browser within it, one report per load."""
+    api = api_factory(defects=("inline_script_csp",))
+    loads = 2
+
+    def reports() -> float:
+        with api.client() as client:
+            page = client.get("/metrics").text
+        return exported(page, "spark_csp_violations_total", directive="script-src-elem")
+
+    before = reports()
+    with playwright.sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            for _ in range(loads):
+                context = browser.new_context()
+                page = context.new_page()
+                page.goto(api.base_url + "/", wait_until="load")
+                assert page.evaluate("window.sparkBoot === undefined") is True  # blocked
+                context.close()
+            wait_until(lambda: reports() >= before + loads, timeout=10, what="a report per load")
+        finally:
+            browser.close()
+    time.sleep(0.5)  # a second report per load would have arrived by now
+    assert reports() == before + loads

@@ -7,12 +7,14 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 from api_harness import (
     UNLISTED_ORIGIN,
     Api,
     FakeFeed,
+    exported,
     new_key,
     place,
     start_api,
@@ -20,6 +22,11 @@ from api_harness import (
     ticket,
 )
 
+from spark_sandbox.app import orders
+from spark_sandbox.app.main import STALE_BEFORE_START_S, STALE_FEED_SYMBOL
+from spark_sandbox.app.order_rules import check_pre_trade_risk, parse_ticket
+from spark_sandbox.app.problems import Problem
+from spark_sandbox.app.web import INLINE_BOOT_SCRIPT
 from spark_sandbox.defects import DEFECTS
 from spark_sandbox.services.postgres import Postgres
 
@@ -152,6 +159,115 @@ def ws_metric_renamed(api: Api, db: Db, account: str) -> None:
     assert "spark_ws_disconnects_total" not in exposition
 
 
+# -- the canary-track defects (the sandbox starts its stable track without any) -------------
+
+
+def _metrics(client: httpx.Client) -> str:
+    return client.get("/metrics").text
+
+
+def _orders_answered(exposition: str, status: str) -> float:
+    return exported(
+        exposition, "spark_http_requests_total", route="/api/orders", method="POST", status=status
+    )
+
+
+def slow_canary_orders(api: Api, db: Db, account: str) -> None:
+    order_seconds = {"route": "/api/orders", "method": "POST", "status": "201"}
+    with api.client() as client:
+        before = _metrics(client)
+        began = time.perf_counter()
+        answer = place(client, ticket(account))
+        took = time.perf_counter() - began
+        began = time.perf_counter()
+        client.get("/api/market/THYAO")
+        read = time.perf_counter() - began
+        after = _metrics(client)
+    assert answer.status_code == 201
+    assert took >= orders.SLOW_ORDER_S > read
+    # Timed from the inside, so it lands above 0.3 s in the histogram S1's p95 reads.
+    bucket = "spark_http_request_duration_seconds_bucket"
+    count = "spark_http_request_duration_seconds_count"
+    assert exported(after, count, **order_seconds) == exported(before, count, **order_seconds) + 1
+    assert exported(after, bucket, le="0.3", **order_seconds) == exported(
+        before, bucket, le="0.3", **order_seconds
+    )
+
+
+def canary_5xx_every_50th(api: Api, db: Db, account: str) -> None:
+    with api.client() as client:
+        before = _metrics(client)
+        answers = [place(client, ticket(account, quantity=1)) for _ in range(50)]
+        after = _metrics(client)
+    failed = [a for a in answers if a.status_code == 500]
+    assert len(failed) == 1 and failed[0].json()["code"] == "internal_error"
+    assert {a.status_code for a in answers} == {201, 500}
+    assert _orders_answered(after, "500") == _orders_answered(before, "500") + 1
+    assert exported(after, "spark_http_server_errors_total") == (
+        exported(before, "spark_http_server_errors_total") + 1
+    )
+
+
+def stale_feed_symbol(api: Api, db: Db, account: str) -> None:
+    with api.client() as client:
+        frozen = client.get(f"/api/market/{STALE_FEED_SYMBOL}").json()
+        traded = client.get("/api/market/THYAO").json()
+        exposition = _metrics(client)
+    # The feed sends the symbol's ticks (FakeFeed silences none); the API drops them.
+    assert frozen["stale"] is True and frozen["last_price"] is None
+    assert traded["stale"] is False
+    staleness = "spark_feed_staleness_seconds"
+    assert exported(exposition, staleness, symbol=STALE_FEED_SYMBOL) > STALE_BEFORE_START_S
+    assert exported(exposition, staleness, symbol="THYAO") < 5
+
+
+def spurious_risk_blocks(api: Api, db: Db, account: str) -> None:
+    order = ticket(account, quantity=1)
+    blocks = {"reason": "stale_market_data"}
+    with api.client() as client:
+        before = _metrics(client)
+        answers = [place(client, order) for _ in range(orders.SPURIOUS_RISK_BLOCK_EVERY)]
+        after = _metrics(client)
+    blocked = [a for a in answers if a.status_code != 201]
+    assert len(blocked) == 1, [a.status_code for a in answers]
+    # The answer a real stale-market block gives for this order, byte for byte.
+    with pytest.raises(Problem) as real:
+        check_pre_trade_risk(parse_ticket(order), stale=True)
+    assert blocked[0].status_code == 422 and blocked[0].content == real.value.body()
+    spurious = exported(after, "spark_risk_blocks_total", **blocks)
+    assert spurious == exported(before, "spark_risk_blocks_total", **blocks) + 1
+
+
+def replay_answers_409(api: Api, db: Db, account: str) -> None:
+    key = new_key()
+    with api.client() as client:
+        before = _metrics(client)
+        first = place(client, ticket(account), key)
+        replay = place(client, ticket(account), key)
+        after = _metrics(client)
+    assert first.status_code == 201
+    assert replay.status_code == 409 and replay.json()["code"] == "idempotency_key_in_use"
+    conflicts = {"status": "409"}
+    assert exported(after, "spark_idempotency_conflicts_total", **conflicts) == (
+        exported(before, "spark_idempotency_conflicts_total", **conflicts) + 1
+    )
+    booked = db.execute("SELECT count(*) FROM orders WHERE account_id = %s", (account,))
+    assert booked.fetchone() == (1,)
+
+
+def inline_script_csp(api: Api, db: Db, account: str) -> None:
+    with api.client() as client:
+        page = client.get("/")
+    directives = [d.strip().split() for d in page.headers["content-security-policy"].split(";")]
+    policy = {name: sources for name, *sources in directives}
+    assert INLINE_BOOT_SCRIPT in page.text
+    # Blocked: no 'unsafe-inline', nonce or hash lets it run; Chromium's report goes to
+    # report-uri at once (test_api_browser.py sees it counted).
+    assert policy["script-src"][0] == "'self'"
+    assert not [s for s in policy["script-src"] if s.startswith(("'unsafe", "'nonce", "'sha"))]
+    assert policy["report-uri"] == ["/csp-report"] and "report-to" not in policy
+
+
 BROKEN_PROPERTY: dict[str, Callable[[Api, Db, str], None]] = {
     "app_clock_skew": clock_skew,
     "half_up_rounding": half_up_rounding,
@@ -170,6 +286,12 @@ BROKEN_PROPERTY: dict[str, Callable[[Api, Db, str], None]] = {
     "contract_field_renamed": contract_field_renamed,
     "order_event_schema_changed": order_event_schema_changed,
     "ws_metric_renamed": ws_metric_renamed,
+    "slow_canary_orders": slow_canary_orders,
+    "canary_5xx_every_50th": canary_5xx_every_50th,
+    "stale_feed_symbol": stale_feed_symbol,
+    "spurious_risk_blocks": spurious_risk_blocks,
+    "replay_answers_409": replay_answers_409,
+    "inline_script_csp": inline_script_csp,
 }
 
 
@@ -179,13 +301,20 @@ def test_every_app_layer_defect_has_a_check_here() -> None:
 
 
 # Defects whose properties do not overlap share one API process, which keeps this module fast
-# on two cores; no check here can be satisfied or spoiled by another defect of its group.
+# on two cores; no check here can be satisfied or spoiled by another defect of its group. The
+# "every n-th order" defects count one process's orders, so each has a group without the
+# other (and without slow orders, which would make their fifty orders take fifteen seconds);
+# inline_script_csp stays apart from unsafe_inline_csp, which would let its script run.
 GROUPS: tuple[tuple[str, ...], ...] = (
     ("app_clock_skew", "no_coep", "unsafe_inline_csp", "unlisted_third_party", "csp_report_500",
-     "implicit_flag_default", "risky_flag_on", "contract_field_renamed", "ws_metric_renamed"),
+     "implicit_flag_default", "risky_flag_on", "contract_field_renamed", "ws_metric_renamed",
+     "slow_canary_orders"),
     ("half_up_rounding", "reconciliation_drift", "order_event_schema_changed",
-     "tick_misaligned_accepted", "band_rounded_outward"),
-    ("float_money", "idempotency_replay_mismatch_200", "duplicate_order_under_concurrency"),
+     "tick_misaligned_accepted", "band_rounded_outward", "replay_answers_409",
+     "inline_script_csp"),
+    ("float_money", "idempotency_replay_mismatch_200", "duplicate_order_under_concurrency",
+     "canary_5xx_every_50th"),
+    ("spurious_risk_blocks", "stale_feed_symbol"),
 )  # fmt: skip
 
 
@@ -218,7 +347,8 @@ def test_defect_breaks_its_property(
 ) -> None:
     group = next(g for g in GROUPS if defect in g)
     if group not in defect_apis:
+        stale = (STALE_FEED_SYMBOL,) if "stale_feed_symbol" in group else ()
         defect_apis[group] = start_api(
-            database.app_dsn(), log_dir, feed_addr=feed.addr, defects=group
+            database.app_dsn(), log_dir, feed_addr=feed.addr, defects=group, stale_symbols=stale
         )
     BROKEN_PROPERTY[defect](defect_apis[group], db, account)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from decimal import Decimal
 
+import httpx
 import psycopg
-from api_harness import Api, place, ticket
+from api_harness import Api, new_key, place, ticket
 
 from spark_sandbox.services.pgbouncer import APP_POOL, start_pgbouncer
 from spark_sandbox.services.postgres import Postgres, postgres_run_dir, remove_run_dir
@@ -95,3 +97,43 @@ def test_orders_work_through_pgbouncer_transaction_pooling(
         remove_run_dir(run_dir)
     assert [a.status_code for a in answers] == [201] * 8
     assert fetched == [200] * 8
+
+
+async def _alternating_burst(api: Api, account: str, orders: int) -> list[int]:
+    """``orders`` submissions at once, buys and sells of one share in turn, each with its key."""
+    limits = httpx.Limits(max_connections=orders, max_keepalive_connections=orders)
+    async with httpx.AsyncClient(base_url=api.base_url, timeout=15, limits=limits) as client:
+        await asyncio.gather(*(client.get("/health") for _ in range(orders)))
+        answers = await asyncio.gather(
+            *(
+                client.post(
+                    "/api/orders",
+                    json=ticket(account, quantity=1, side=("buy", "sell")[n % 2]),
+                    headers={"Idempotency-Key": new_key()},
+                )
+                for n in range(orders)
+            )
+        )
+    return [answer.status_code for answer in answers]
+
+
+def test_orders_that_close_a_position_under_each_other_all_fill(
+    api: Api, account: str, db: psycopg.Connection[tuple[object, ...]]
+) -> None:
+    """A sell that flattens the position while another order waits for its row lock closes
+    the row that order was about to update: it must open the position again, not fail."""
+    statuses: list[int] = []
+    for _ in range(5):
+        statuses += asyncio.run(_alternating_burst(api, account, 16))
+    assert set(statuses) == {201}, sorted(statuses)
+    fills = db.execute(
+        "SELECT coalesce(sum(CASE side WHEN 'buy' THEN quantity ELSE -quantity END), 0)"
+        " FROM fills WHERE account_id = %s",
+        (account,),
+    ).fetchone()
+    held = db.execute(
+        "SELECT coalesce(sum(quantity), 0) FROM positions"
+        " WHERE account_id = %s AND status = 'open'",
+        (account,),
+    ).fetchone()
+    assert fills == held == (0,)

@@ -173,10 +173,14 @@ def test_rendered_prometheus_config_passes_promtool(run_dir: Path) -> None:
         json.dumps({"groups": [{"name": "g", "rules": [{"alert": "A", "expr": "vector(1)"}]}]}),
     )
     text = render_prometheus_config(
-        {"spark-api": ["127.0.0.1:8001"], "pgbouncer": ["127.0.0.1:8002"]},
+        {"spark-api": ["127.0.0.1:8001", "127.0.0.1:8004"], "pgbouncer": ["127.0.0.1:8002"]},
         rule_files=[rules],
         alertmanager="127.0.0.1:8003",
         metrics_paths={"spark-api": "/metrics/"},
+        target_labels={
+            "127.0.0.1:8001": {"track": "canary"},
+            "127.0.0.1:8004": {"track": "stable"},
+        },
     )
     config = write_config(run_dir / "prometheus" / "prometheus.yml", text)
     checked = subprocess.run(
@@ -187,8 +191,19 @@ def test_rendered_prometheus_config_passes_promtool(run_dir: Path) -> None:
         check=False,
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    jobs = {job["job_name"]: job["metrics_path"] for job in json.loads(text)["scrape_configs"]}
-    assert jobs == {"spark-api": "/metrics/", "pgbouncer": "/metrics"}
+    scrape = json.loads(text)["scrape_configs"]
+    assert {job["job_name"]: job["metrics_path"] for job in scrape} == {
+        "spark-api": "/metrics/",
+        "pgbouncer": "/metrics",
+    }
+    # One static group per labelled target; a job without target labels keeps one group.
+    assert {job["job_name"]: job["static_configs"] for job in scrape} == {
+        "spark-api": [
+            {"targets": ["127.0.0.1:8001"], "labels": {"track": "canary"}},
+            {"targets": ["127.0.0.1:8004"], "labels": {"track": "stable"}},
+        ],
+        "pgbouncer": [{"targets": ["127.0.0.1:8002"]}],
+    }
 
 
 def test_bad_alertmanager_config_is_a_start_error_with_the_log(run_dir: Path) -> None:
