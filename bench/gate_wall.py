@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/gate_wall.py --gate blind_spot --repeats 5
     .venv/bin/python bench/gate_wall.py --gate go_nogo --repeats 3 --warm
+    .venv/bin/python bench/gate_wall.py --gate canary --stage 25 --repeats 5
 
 Cold: every run starts and stops its own sandbox, as `make gate` does. Warm: one sandbox is
 started first with `spark-gate sandbox up` and reused by every run. Prints the medians; the
@@ -22,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def gate_run(gate: str, env: dict[str, str], evidence: Path) -> float:
+def gate_run(gate: str, env: dict[str, str], evidence: Path, extra: list[str]) -> float:
     argv = [
         sys.executable,
         "-m",
@@ -35,6 +36,7 @@ def gate_run(gate: str, env: dict[str, str], evidence: Path) -> float:
         "no:cacheprovider",
         "--spark-evidence-dir",
         str(evidence),
+        *extra,
     ]
     start = time.perf_counter()
     proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
@@ -49,6 +51,7 @@ def main() -> None:
     parser.add_argument("--gate", default="go_nogo")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warm", action="store_true", help="reuse one running sandbox")
+    parser.add_argument("--stage", type=int, help="the canary stage (--spark-stage)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "SPARK_SANDBOX_STATE_DIR": str(Path(tmp) / "state")}
@@ -56,13 +59,16 @@ def main() -> None:
         if args.warm:
             subprocess.run([*cli, "up"], cwd=REPO, env=env, check=True, capture_output=True)
         try:
-            times = [gate_run(args.gate, env, Path(tmp) / "reports") for _ in range(args.repeats)]
+            extra = ["--spark-stage", str(args.stage)] if args.stage is not None else []
+            reports = Path(tmp) / "reports"
+            times = [gate_run(args.gate, env, reports, extra) for _ in range(args.repeats)]
         finally:
             if args.warm:
                 subprocess.run([*cli, "down"], cwd=REPO, env=env, capture_output=True)
     mode = "warm (running sandbox)" if args.warm else "cold (sandbox start included)"
     print(
-        f"pytest suites -m {args.gate}, {mode}: median {statistics.median(times):.1f} s "
+        f"pytest suites -m {args.gate}{f' --spark-stage {args.stage}' if args.stage else ''}, "
+        f"{mode}: median {statistics.median(times):.1f} s "
         f"over {len(times)} runs {[round(t, 1) for t in times]}"
     )
 

@@ -51,6 +51,16 @@ class AppDefect(Defect):
 
 
 @dataclass(frozen=True, kw_only=True)
+class StableAppDefect(Defect):
+    """A switch of the reference API on the stable track only: production before the release."""
+
+    layer: ClassVar[str] = "app_stable"
+
+    def apply(self, blueprint: Blueprint) -> None:
+        blueprint.stable_app_defects.append(self.name)
+
+
+@dataclass(frozen=True, kw_only=True)
 class PoolModeDefect(Defect):
     layer: ClassVar[str] = "pgbouncer"
     pool: str

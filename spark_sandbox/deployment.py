@@ -311,7 +311,7 @@ def stable_api_env(plan: Plan) -> dict[str, str]:
     return {
         **_api_wiring(plan),
         "SPARK_TRACK": STABLE_TRACK,
-        "SPARK_DEFECTS": "",
+        "SPARK_DEFECTS": ",".join(sorted(plan.blueprint.stable_app_defects)),
         "SPARK_BUILD_VERSION": f"{installed_version()}{PREVIOUS_RELEASE_SUFFIX}",
     }
 

@@ -60,7 +60,7 @@ class LeaseLost(Exception):
 async def submit(ctx: AppContext, key_headers: Sequence[str], raw_body: bytes) -> Answer:
     """``key_headers``: every ``Idempotency-Key`` line of the request, as received."""
     number = ctx.next_order_number()
-    if ctx.defect("slow_canary_orders"):
+    if ctx.defect("slow_canary_orders") or ctx.defect("slow_stable_orders"):
         await asyncio.sleep(SLOW_ORDER_S)
     if ctx.defect("canary_5xx_every_50th") and number % SERVER_ERROR_EVERY == 0:
         raise Problem(500, "internal_error", "unexpected server error")

@@ -64,7 +64,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         third_party_origin=env.get("SPARK_THIRD_PARTY_ORIGIN", "").rstrip("/"),
         unlisted_origin=env.get("SPARK_UNLISTED_ORIGIN", "").rstrip("/"),
         flags_file=Path(env.get("SPARK_FLAGS_FILE") or DEFAULT_FLAGS_FILE),
-        defects=for_layer(resolve(names), "app"),
+        defects=for_layer(resolve(names), "app") | for_layer(resolve(names), "app_stable"),
         sandbox=env.get("SPARK_SANDBOX") == "1",
         pool_size=int(env.get("SPARK_DB_POOL_SIZE", "10")),
         idempotency_gc_interval_s=float(env.get("SPARK_IDEMPOTENCY_GC_INTERVAL_S", "60")),

@@ -809,3 +809,24 @@ def test_the_default_run_root_and_state_dir_do_not_depend_on_the_working_directo
     check_reachable_by_postgres(home)  # PostgreSQL runs as the postgres user below it
     run_key()
     assert oct((home / "sandbox.key").stat().st_mode & 0o777) == "0o600"
+
+
+def test_app_defects_reach_their_track_only(tmp_path: Path) -> None:
+    """This release's defects go to the canary, a baseline defect to the stable track."""
+    from spark_sandbox.defects import Blueprint
+    from spark_sandbox.deployment import Plan, api_env, stable_api_env
+
+    plan = Plan(
+        run_dir=tmp_path,
+        blueprint=Blueprint.of(["slow_canary_orders", "slow_stable_orders"]),
+        ops_dir=tmp_path,
+        ports={"proxy_db": 1, "proxy_feed": 2, "third_party": 3},
+        values={"app_dsn": "dbname=x", "pgbouncer": _Bouncer()},
+    )
+    assert api_env(plan)["SPARK_DEFECTS"] == "slow_canary_orders"
+    assert stable_api_env(plan)["SPARK_DEFECTS"] == "slow_stable_orders"
+
+
+class _Bouncer:
+    def dsn(self, database: str) -> str:
+        return f"dbname={database}"
