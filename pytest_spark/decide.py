@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_spark.gate import FAILED, GO, SATISFIED
+from pytest_spark.signing import RELEASE_SIGNED
 from pytest_spark.verify import Verification, verify_bundle
 
 PROMOTE, HOLD, ROLLBACK = "promote", "hold", "rollback"
@@ -80,6 +81,14 @@ def stage_decision(result: Verification, *, stage: int | None = None) -> Decisio
     blockers = spark.get("blockers")
     unsatisfied += [f"  blocker: {b}" for b in blockers] if isinstance(blockers, list) else []
     verdict = result.fact("verdict")
+    # Anyone can sign a GO with a key of their own: a release-signed GO promotes only when
+    # the controller names the release key. (A dev-signed GO is a sandbox's: the gate never
+    # gives a real target a dev-signed GO.)
+    if verdict == GO and result.signing_mode == RELEASE_SIGNED and not result.key_pinned:
+        return hold(
+            f"{where}: verdict GO, but its signer {result.key_fingerprint} is not pinned: "
+            "pass --key with the release public key"
+        )
     if verdict == GO and not unsatisfied:
         pinned = "key pinned by --key" if result.key_pinned else "key NOT pinned: pass --key"
         return Decision(

@@ -11,9 +11,12 @@ controller only.
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import signal
 import threading
 from collections.abc import Generator, Iterable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -178,6 +181,7 @@ class ClaimRecorder:
         if evidence is not None and report.when == "call":
             judge_checks(report, evidence)
             report.spark_evidence = evidence.to_json()  # type: ignore[attr-defined]
+            show_charts(report, evidence)
         # Shape-keeping: a skip's (path, lineno, reason) must stay a tuple (see secrecy).
         redact_report(report, self.redactor)
         return report
@@ -191,6 +195,24 @@ class ClaimRecorder:
             workeroutput["spark_selected"] = self.selected
             workeroutput["spark_deselected"] = self.deselected
             workeroutput["spark_blockers"] = self.blockers
+
+
+def show_charts(report: pytest.TestReport, evidence: CheckEvidence) -> None:
+    """The charts a test drew (its ``.svg`` attachments, e.g. a canary metric over its
+    window) shown with the test in the HTML report, embedded so the report stays one file."""
+    charts = [(name, path) for name, path in evidence.attachments.items() if name.endswith(".svg")]
+    if not charts:
+        return
+    try:
+        from pytest_html import extras
+    except ImportError:  # no HTML report to show them in; they stay in the bundle
+        return
+    shown = getattr(report, "extras", None) or []
+    for name, path in charts:
+        with contextlib.suppress(OSError):
+            data = base64.b64encode(Path(path).read_bytes()).decode()
+            shown.append(extras.svg(data, name=name.removesuffix(".svg")))
+    report.extras = shown  # type: ignore[attr-defined]
 
 
 def judge_checks(report: pytest.TestReport, evidence: CheckEvidence) -> None:

@@ -26,6 +26,9 @@ from pytest_spark.targets import TargetSession
 from pytest_spark.waivers import WaiverFileError
 from pytest_spark.waivers import load as load_waivers
 
+# The gate that judges one canary stage, and so needs --spark-stage.
+CANARY_GATE = "canary"
+
 
 @dataclass
 class GatePlugins:
@@ -85,6 +88,11 @@ def _gate_plugins(config: pytest.Config, spark: SparkConfig, now: dt.datetime) -
     except GateExpressionError as exc:
         raise pytest.UsageError(f"spark: {exc}") from None
     _check_pin(spark, gate, checklist)
+    if gate == CANARY_GATE and spark.stage is None and not config.option.collectonly:
+        raise pytest.UsageError(
+            "spark: the canary gate judges one stage: add --spark-stage N (a stage of "
+            "ops/canary-plan.toml), e.g. pytest -m canary --spark-stage 25"
+        )
     redactor = Redactor(spark.target.secret_values())
     workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
     if gate is None or config.option.collectonly:

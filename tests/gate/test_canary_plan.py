@@ -166,6 +166,9 @@ def test_stage_option_is_checked_against_the_plan(pytester: pytest.Pytester) -> 
     result.stderr.fnmatch_lines(
         ["*--spark-stage '30': a canary stage is one of 1, 5, 25, 50, 100*"]
     )
+    bare = pytester.runpytest("-m", "canary")
+    assert bare.ret == pytest.ExitCode.USAGE_ERROR
+    bare.stderr.fnmatch_lines(["*the canary gate judges one stage: add --spark-stage N*"])
     since = pytester.runpytest("--spark-stage-since", "1795947300")
     assert since.ret == pytest.ExitCode.USAGE_ERROR
     since.stderr.fnmatch_lines(["*--spark-stage-since needs --spark-stage*"])

@@ -96,3 +96,30 @@ def test_g1(spark_evidence):
     result = gate_project.runpytest("-m", "tiny", "-p", "no:cacheprovider")
     assert result.ret == 1
     assert "needs a limit or at_least" in read_verdict(gate_project)["items"]["G1"]["reason"]
+
+
+def test_a_chart_a_check_draws_is_shown_in_the_report(gate_project: pytest.Pytester) -> None:
+    """An ``.svg`` attachment (a canary metric over its window) is embedded in report.html
+    with its test, and kept in the bundle."""
+    gate_project.makepyfile(
+        test_suite="""
+import pytest
+
+SVG = '<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><title>p95</title></svg>'
+
+@pytest.mark.go_nogo("G1")
+def test_a1(spark_evidence):
+    spark_evidence.attach("canary_p95_ms.svg", SVG)
+    spark_evidence.check("offset_ms", 12.5, unit="ms", limit=100)
+
+@pytest.mark.money("M2")
+def test_a2(spark_evidence):
+    spark_evidence.check("money_findings", 0, limit=1)
+"""
+    )
+    result = gate_project.runpytest("-m", "tiny", "-p", "no:cacheprovider")
+    assert result.ret == 0, result.stdout.str()[-2000:]
+    [bundle] = {p.parent for p in (gate_project.path / "reports").glob("*/*/verdict.json")}
+    html = (bundle / "report.html").read_text()
+    assert "data:image/svg+xml;base64," in html
+    assert list(bundle.glob("attachments/*/canary_p95_ms.svg"))
