@@ -5,6 +5,14 @@ from __future__ import annotations
 import pytest
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "solo: runs alone on the machine, after the parallel tests (`make test`): it judges "
+        "latency, which other workers' load would move",
+    )
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Make ``--dist loadgroup`` keep an ``xdist_group`` on one worker under pytest 9.

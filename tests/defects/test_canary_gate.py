@@ -28,7 +28,10 @@ from test_defect_matrix import CANARY_GROUP, CANARY_ITEMS, GROUPS, assert_breaks
 
 from spark_sandbox.defects import DEFECTS, Defect
 
-pytestmark = pytest.mark.xdist_group("canary")
+# Alone on the machine (make test runs `-m solo` after the parallel part): a stage is judged
+# on latency (S1 < 200 ms, T08's p95 > 200 ms while idle), which two gates and a browser
+# sharing two cores with another worker's sandbox would measure instead of the release.
+pytestmark = pytest.mark.solo
 
 STAGES = (1, 5, 25, 50, 100)
 # Defects are judged at this stage; its predecessor's bundle comes from the healthy rollout.

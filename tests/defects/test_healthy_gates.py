@@ -37,10 +37,24 @@ def test_healthy_money_gate_is_go(tmp_path: Path) -> None:
     assert run.code == 0 and run.verdict["verdict"] == "GO", f"exit {run.code}:\n{run.tail}"
 
 
+RITUAL_FILES = (
+    "release_tag.txt",
+    "blind_spots_scan_dev.txt",
+    "sbom_dev.json",
+    "build_provenance_dev.json",
+    "go_nogo_signed_dev.txt",
+    "baseline_metrics_dev.txt",
+    "canary_plan_dev.txt",
+)
 # Items the release gate measures today; the others have no tests yet and are MISSING.
-MEASURED = (*BLIND_SPOTS, "G01", "G02", "G03", "G06", "G07", *MONEY_ITEMS, "K1", "K2", *TRIGGERS)
+MEASURED = (
+    *BLIND_SPOTS, "G01", "G02", "G03", "G06", "G07", "G08", "G10", *MONEY_ITEMS, "K1", "K2",
+    *TRIGGERS,
+)  # fmt: skip
 
 
+# Alone on the machine: the release gate now judges latency too (G08's baseline p95).
+@pytest.mark.solo
 @pytest.mark.parametrize("command", ["pytest -m go_nogo", "pytest -m go_nogo -n 2"])
 def test_the_release_gate_as_typed(command: str, tmp_path: Path) -> None:
     run = gate_as_typed(command, tmp_path)
@@ -50,6 +64,9 @@ def test_the_release_gate_as_typed(command: str, tmp_path: Path) -> None:
     }
     assert all(run.items[i]["status"] == "MISSING" for i in not_measured), run.tail
     assert run.code == 1, f"exit {run.code} while items are MISSING:\n{run.tail}"
+    # The ritual's seven evidence files, and the baseline as data for the canary's S6.
+    for name in (*RITUAL_FILES, "baseline_metrics_dev.json"):
+        assert (run.bundle / name).is_file(), f"{name} missing from the bundle:\n{run.tail}"
     # One deployment measured, also when two workers share the run.
     target = next(d for d in _configuration(run) if d["name"] == "target")
     notes = target["annotations"]["notes"]
