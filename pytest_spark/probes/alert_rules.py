@@ -40,6 +40,9 @@ ABSENCE_FUNCTIONS = {"absent", "absent_over_time"}
 # Prometheus reports times with nanoseconds; Python's ISO parser takes microseconds.
 FRACTION = re.compile(r"(\.\d{6})\d+")
 
+# The job a selector names (`job="spark-api"`), whose scrape targets must each have its series.
+JOB_MATCHER = re.compile(r'\bjob="([^"]+)"')
+
 
 class RuleFileError(ValueError):
     """A rule or promtool test file that cannot be read; names the file."""
@@ -299,12 +302,43 @@ def not_running(rule: LoadedRule, max_age_s: float, now: datetime | None = None)
     return None
 
 
-def series_count(base_url: str, selector: str, lookback_s: float) -> int:
-    """How many series ``selector`` matches in the last ``lookback_s`` (``/api/v1/series``)."""
+@dataclass(frozen=True)
+class SeriesPresence:
+    """A selector's series, and the scrape targets of its job that have none of them."""
+
+    series: int
+    targets_without: tuple[str, ...]
+
+    @property
+    def missing(self) -> bool:
+        return self.series == 0 or bool(self.targets_without)
+
+    def describe(self) -> str:
+        absent = f", none on {', '.join(self.targets_without)}" if self.targets_without else ""
+        return f"{self.series}{absent}"
+
+
+def series_presence(base_url: str, selector: str, lookback_s: float) -> SeriesPresence:
+    """``selector``'s series in the last ``lookback_s`` (``/api/v1/series``), per scrape
+    target of the job it names: a job scraped from two
+    tracks (canary and stable) where one no longer exports the series still has series, yet
+    the rule is blind to that track, so each target of the job must have some."""
+    found = _series(base_url, selector, lookback_s)
+    job = JOB_MATCHER.search(selector)
+    if job is None:
+        return SeriesPresence(len(found), ())
+    targets = {
+        s.get("instance", "?") for s in _series(base_url, f'up{{job="{job[1]}"}}', lookback_s)
+    }
+    having = {s.get("instance", "?") for s in found}
+    return SeriesPresence(len(found), tuple(sorted(targets - having)))
+
+
+def _series(base_url: str, selector: str, lookback_s: float) -> list[dict[str, str]]:
     now = datetime.now(UTC).timestamp()
     data = api_get(
         base_url,
         "/api/v1/series",
         {"match[]": selector, "start": f"{now - lookback_s:.3f}", "end": f"{now:.3f}"},
     )
-    return len(data)
+    return list(data)

@@ -28,18 +28,21 @@ def _spec(rollback_triggers: RollbackTriggers, trigger: str) -> Trigger:
     return spec
 
 
-def present_series(url: str, selectors: list[str], settings: RuleSettings) -> dict[str, int]:
-    """How many series each selector matches; a Prometheus that has just started gets
-    ``series_wait_s`` to scrape the target once (its service discovery ticks every 5 s)."""
+def present_series(
+    url: str, selectors: list[str], settings: RuleSettings
+) -> dict[str, alert_rules.SeriesPresence]:
+    """Each selector's series, on every scrape target of its job; a Prometheus that has just
+    started gets ``series_wait_s`` to scrape the targets once (discovery ticks every 5 s)."""
 
-    def count(_: float) -> dict[str, int]:
-        return {s: alert_rules.series_count(url, s, settings.series_lookback_s) for s in selectors}
+    def presence(_: float) -> dict[str, alert_rules.SeriesPresence]:
+        lookback = settings.series_lookback_s
+        return {s: alert_rules.series_presence(url, s, lookback) for s in selectors}
 
     waited = wait_until(
         settings.series_wait_s,
-        "every series the rule reads present",
-        count,
-        lambda counts: all(counts.values()),
+        "every series the rule reads present on every target",
+        presence,
+        lambda found: not any(p.missing for p in found.values()),
     )
     return waited.value
 
@@ -161,9 +164,15 @@ def test_rollback_trigger(
         why=f"Prometheus at {url} does not run the release's rule: {'; '.join(problems)}",
     )
     spark_evidence.note(
-        "series: " + ", ".join(f"{s} → {n}" for s, n in counts.items()) if counts else "no series"
+        "series: " + ", ".join(f"{s} → {p.describe()}" for s, p in counts.items())
+        if counts
+        else "no series"
     )
-    missing = [s for s, n in counts.items() if n == 0] if rule else ["no rule to read"]
+    missing = (
+        [f"{s} ({p.describe()})" for s, p in counts.items() if p.missing]
+        if rule
+        else ["no rule to read"]
+    )
     spark_evidence.check(
         "series_missing",
         len(missing),
