@@ -25,7 +25,10 @@ DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def seconds(duration: str) -> float:
-    """Seconds in a Prometheus duration such as ``15m``, ``1h30m`` or ``0s``."""
+    """Seconds in a Prometheus duration such as ``15m``, ``1h30m`` or ``0s``.
+
+    Not ``probes.prometheus.parse_duration``: the plugin reads the plan at start-up (the
+    stage list) and that module imports httpx, which loading the plugin must not."""
     parts = re.findall(r"(\d+)(ms|[smhd])", duration)
     if not parts or "".join(n + u for n, u in parts) != duration:
         raise ValueError(f"not a duration: {duration!r} (write e.g. 15m, 90s, 1h)")
