@@ -134,7 +134,9 @@ def start_api(
             "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]  # fmt: skip
 
     def ready() -> bool:
-        with httpx.Client(base_url=base_url, timeout=1.0) as client:
+        # /health itself waits up to 1 s for a database connection, so a probe that gave up
+        # after 1 s would race it; with the database down that race can be lost every time.
+        with httpx.Client(base_url=base_url, timeout=5.0) as client:
             if client.get("/health").status_code != 200 and require_database:
                 return False
             if not wait_for_market:
