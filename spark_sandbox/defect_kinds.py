@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -20,6 +20,11 @@ def _load(reference: str) -> Callable[..., Any]:
     """``"module:function"`` -> the function, imported now (a defect's work runs late)."""
     module, _, name = reference.partition(":")
     return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+
+
+def breaks_of(**items: Iterable[str]) -> dict[str, frozenset[str]]:
+    """``breaks_of(B1={"ntp_offset_ms"})``: checklist item -> the sub-checks a defect fails."""
+    return {item: frozenset(sub_checks) for item, sub_checks in items.items()}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,6 +63,16 @@ class StableAppDefect(Defect):
 
     def apply(self, blueprint: Blueprint) -> None:
         blueprint.stable_app_defects.append(self.name)
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutboxDefect(Defect):
+    """A switch of the outbox publisher and the event consumer (both read ``SPARK_DEFECTS``)."""
+
+    layer: ClassVar[str] = "outbox"
+
+    def apply(self, blueprint: Blueprint) -> None:
+        blueprint.outbox_defects.append(self.name)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -6,11 +6,12 @@ listed there (measurement names of ``ops/checklist.toml``): the proof that every
 
 A start builds a :class:`Blueprint` (the healthy deployment's settings) and hands it to each
 active defect's :meth:`Defect.apply`, which changes what its layer owns: the reference API's
-switches (``app``: the API reads them from ``SPARK_DEFECTS``), PgBouncer's pool modes, the NTP
-server's offset, the migration history or a live database session (``db``), the ops artefacts
-and the live Prometheus/Alertmanager (``ops``), or the released environment
-(``supply_chain``). The services then read the blueprint; none of them asks for a defect by
-name. The kinds of defect are in :mod:`spark_sandbox.defect_kinds`. Importing this module is
+switches (``app``: the API reads them from ``SPARK_DEFECTS``; ``outbox``: the publisher and the
+consumer do), PgBouncer's pool modes, the NTP server's offset, the migration history or a live
+database session (``db``), the ops artefacts and the live Prometheus/Alertmanager (``ops``),
+or the released environment (``supply_chain``). The services then read the blueprint; none
+of them asks for a defect by name. The kinds of defect are in :mod:`spark_sandbox.defect_kinds`,
+the canary stage's defects in :mod:`spark_sandbox.canary_defects`. Importing this module is
 cheap: what a defect runs is imported when it runs.
 """
 
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from spark_sandbox.canary_defects import CANARY_DEFECTS
 from spark_sandbox.defect_kinds import (
     AppDefect,
     DatabaseSessionDefect,
@@ -30,14 +32,15 @@ from spark_sandbox.defect_kinds import (
     MigratedDatabaseDefect,
     NtpOffsetDefect,
     OpsFileDefect,
+    OutboxDefect,
     PoolModeDefect,
     ReleasedEnvironmentDefect,
     ScrapeTargetDownDefect,
     SilencedAlertDefect,
-    StableAppDefect,
     UnappliedMigrationDefect,
     UnloadedRuleFileDefect,
     WeakenedTriggerDefect,
+    breaks_of,
 )
 from spark_sandbox.ops_defects import OPS_DIR
 from spark_sandbox.services.pgbouncer import APP_POOL, HEALTHY_POOL_MODES, LISTEN_POOL
@@ -57,6 +60,8 @@ class Blueprint:
     # The same switches for the stable track (the previous release), which has none of them
     # unless a defect of the baseline puts one there.
     stable_app_defects: list[str] = field(default_factory=list)
+    # Switches of the outbox publisher and the event consumer (their SPARK_DEFECTS).
+    outbox_defects: list[str] = field(default_factory=list)
     pool_modes: dict[str, str] = field(default_factory=lambda: dict(HEALTHY_POOL_MODES))
     ntp_offset_s: float = 0.0
     skip_last_migration: bool = False
@@ -87,10 +92,6 @@ class Blueprint:
         return blueprint
 
 
-def _breaks(**items: Iterable[str]) -> dict[str, frozenset[str]]:
-    return {item: frozenset(sub_checks) for item, sub_checks in items.items()}
-
-
 _DB = "spark_sandbox.services.db_defects"
 # The rollback triggers the release declares: each one gets its weakened-rule defect.
 with (OPS_DIR / "rollback-triggers.toml").open("rb") as _triggers:
@@ -100,43 +101,43 @@ _DEFECT_LIST: tuple[Defect, ...] = (
     AppDefect(
         name="app_clock_skew",
         description="/api/time answers 2 s ahead of the host clock",
-        breaks=_breaks(B1={"app_db_clock_difference_ms"}),
+        breaks=breaks_of(B1={"app_db_clock_difference_ms"}),
     ),
     NtpOffsetDefect(
         name="ntp_offset",
         description="the NTP server serves time 5 s ahead",
-        breaks=_breaks(B1={"ntp_offset_ms"}),
+        breaks=breaks_of(B1={"ntp_offset_ms"}),
         offset_s=5.0,
     ),
     MigratedDatabaseDefect(
         name="sequence_behind",
         description="orders_id_seq is set below max(orders.id)",
-        breaks=_breaks(B1={"sequences_behind"}),
+        breaks=breaks_of(B1={"sequences_behind"}),
         change=f"{_DB}:set_orders_sequence_behind",
     ),
     # B2 Prisma Migrate
     UnappliedMigrationDefect(
         name="pending_migration",
         description="the newest migration is never applied",
-        breaks=_breaks(B2={"pending_migrations"}),
+        breaks=breaks_of(B2={"pending_migrations"}),
     ),
     MigratedDatabaseDefect(
         name="modified_migration",
         description="an applied migration's stored checksum differs",
-        breaks=_breaks(B2={"modified_migrations"}),
+        breaks=breaks_of(B2={"modified_migrations"}),
         change=f"{_DB}:modify_applied_migration",
     ),
     MigratedDatabaseDefect(
         name="failed_migration",
         description="a migration row is started but never finished",
-        breaks=_breaks(B2={"failed_migrations"}),
+        breaks=breaks_of(B2={"failed_migrations"}),
         change=f"{_DB}:fail_applied_migration",
     ),
     # B3 PgBouncer
     PoolModeDefect(
         name="pool_mode_session",
         description="the app pool runs in session mode",
-        breaks=_breaks(B3={"app_pool_mode_findings"}),
+        breaks=breaks_of(B3={"app_pool_mode_findings"}),
         pool=APP_POOL,
         mode="session",
     ),
@@ -144,21 +145,21 @@ _DEFECT_LIST: tuple[Defect, ...] = (
     PoolModeDefect(
         name="listen_on_transaction_pool",
         description="the LISTEN pool is in transaction mode",
-        breaks=_breaks(B3={"listen_pool_mode_findings", "notify_round_trip_s"}),
+        breaks=breaks_of(B3={"listen_pool_mode_findings", "notify_round_trip_s"}),
         pool=LISTEN_POOL,
         mode="transaction",
     ),
     DatabaseSessionDefect(
         name="long_running_query",
         description="a session sits idle in transaction for minutes",
-        breaks=_breaks(B3={"longest_idle_in_transaction_s"}),
+        breaks=breaks_of(B3={"longest_idle_in_transaction_s"}),
         start=f"{_DB}:start_long_running_query",
     ),
     # B4 / M1 / M2 decimal behaviour: half-up shows in every amount the API computes.
     AppDefect(
         name="half_up_rounding",
         description="commission rounds half-up, not half-even",
-        breaks=_breaks(
+        breaks=breaks_of(
             B4={"commission_mismatches", "average_price_mismatches"},
             M1={"commission_mismatches", "position_amount_mismatches"},
         ),
@@ -166,42 +167,42 @@ _DEFECT_LIST: tuple[Defect, ...] = (
     AppDefect(
         name="tick_misaligned_accepted",
         description="prices off the BIST tick grid are accepted",
-        breaks=_breaks(B4={"misaligned_prices_not_refused"}, M2={"tick_grid_findings"}),
+        breaks=breaks_of(B4={"misaligned_prices_not_refused"}, M2={"tick_grid_findings"}),
     ),
     # The outward band is both published by /api/market and enforced on orders.
     AppDefect(
         name="band_rounded_outward",
         description="price-band limits round outward, not inward",
-        breaks=_breaks(M2={"band_findings", "band_edge_findings"}),
+        breaks=breaks_of(M2={"band_findings", "band_edge_findings"}),
     ),
     # B5 CSP / COOP / COEP: the browser sees no isolation, and the headers say why.
     AppDefect(
         name="no_coep",
         description="the page is served without Cross-Origin-Embedder-Policy",
-        breaks=_breaks(B5={"cross_origin_isolated", "isolation_header_findings"}),
+        breaks=breaks_of(B5={"cross_origin_isolated", "isolation_header_findings"}),
     ),
     AppDefect(
         name="unsafe_inline_csp",
         description="script-src allows 'unsafe-inline'",
-        breaks=_breaks(B5={"csp_findings"}),
+        breaks=breaks_of(B5={"csp_findings"}),
     ),
     # The page loads an unreviewed origin, and its CSP trusts it.
     AppDefect(
         name="unlisted_third_party",
         description="the page loads an origin off the allowlist",
-        breaks=_breaks(B5={"origins_off_allowlist", "csp_allowlist_mismatches"}),
+        breaks=breaks_of(B5={"origins_off_allowlist", "csp_allowlist_mismatches"}),
     ),
     AppDefect(
         name="csp_report_500",
         description="POST /csp-report answers 500",
-        breaks=_breaks(B5={"csp_report_posts_not_204", "reporting_api_posts_not_204"}),
+        breaks=breaks_of(B5={"csp_report_posts_not_204", "reporting_api_posts_not_204"}),
     ),
     # B6 Prometheus / Grafana. The variable that loses its default is the one every panel
     # filters on, so the panels have nothing to query with either.
     OpsFileDefect(
         name="dashboard_variable_without_default",
         description="a dashboard variable has no default",
-        breaks=_breaks(B6={"variables_without_default", "empty_panel_queries"}),
+        breaks=breaks_of(B6={"variables_without_default", "empty_panel_queries"}),
         artefact="a dashboard",
         folder="grafana",
         finds="dashboards",
@@ -212,7 +213,7 @@ _DEFECT_LIST: tuple[Defect, ...] = (
     ScrapeTargetDownDefect(
         name="scrape_target_down",
         description="one expected scrape target is down",
-        breaks=_breaks(B6={"targets_down"}),
+        breaks=breaks_of(B6={"targets_down"}),
         job="alertmanager",
     ),
     # B7 feature flags: a served flag that lost its default, or that is switched on for
@@ -220,18 +221,18 @@ _DEFECT_LIST: tuple[Defect, ...] = (
     AppDefect(
         name="implicit_flag_default",
         description="a flag is served without a default",
-        breaks=_breaks(B7={"implicit_defaults", "flags_drifted"}),
+        breaks=breaks_of(B7={"implicit_defaults", "flags_drifted"}),
     ),
     AppDefect(
         name="risky_flag_on",
         description="a risky flag starts on at 100 %",
-        breaks=_breaks(B7={"risky_flags_on", "flags_drifted"}),
+        breaks=breaks_of(B7={"risky_flags_on", "flags_drifted"}),
     ),
     # B8 SLO burn alerts
     OpsFileDefect(
         name="no_6h_burn_alert",
         description="the 6 h / 30 m burn-rate alert is not loaded",
-        breaks=_breaks(B8={"slow_burn_alerts_loaded"}),
+        breaks=breaks_of(B8={"slow_burn_alerts_loaded"}),
         artefact="Prometheus rule files",
         folder="prometheus/rules",
         finds="rule_files",
@@ -240,13 +241,13 @@ _DEFECT_LIST: tuple[Defect, ...] = (
     SilencedAlertDefect(
         name="silenced_release_alert",
         description="an active silence matches a release alert",
-        breaks=_breaks(B8={"silenced_release_alerts"}),
+        breaks=breaks_of(B8={"silenced_release_alerts"}),
     ),
     # B9 supply chain
     ReleasedEnvironmentDefect(
         name="denied_license",
         description="a component carries a denied licence",
-        breaks=_breaks(B9={"licence_findings"}),
+        breaks=breaks_of(B9={"licence_findings"}),
         change="spark_sandbox.supply_chain:with_denied_licence",
     ),
     # M3 / M4 money. The web UI's pact carries money as decimal strings too, so K1 must
@@ -254,36 +255,36 @@ _DEFECT_LIST: tuple[Defect, ...] = (
     AppDefect(
         name="float_money",
         description="money is returned as JSON numbers",
-        breaks=_breaks(M3={"wire_findings"}, K1={"pact_interactions_failed"}),
+        breaks=breaks_of(M3={"wire_findings"}, K1={"pact_interactions_failed"}),
     ),
     AppDefect(
         name="reconciliation_drift",
         description="a position's quantity drifts from its fills",
-        breaks=_breaks(M4={"position_drift_findings"}),
+        breaks=breaks_of(M4={"position_drift_findings"}),
     ),
     # G03 idempotency and order integrity
     AppDefect(
         name="idempotency_replay_mismatch_200",
         description="same key, other payload answers 200 instead of 422",
-        breaks=_breaks(G03={"reused_key_not_refused"}),
+        breaks=breaks_of(G03={"reused_key_not_refused"}),
     ),
     # Without a claim no submission ever sees the key in flight, and each places its order
     # (and writes its event: one key, several events).
     AppDefect(
         name="duplicate_order_under_concurrency",
         description="concurrent submissions of one key create several orders",
-        breaks=_breaks(G03={"bursts_with_409", "orders_per_key", "outbox_events_per_order"}),
+        breaks=breaks_of(G03={"bursts_with_409", "orders_per_key", "outbox_events_per_order"}),
     ),
     # K1 / K2 contracts
     AppDefect(
         name="contract_field_renamed",
         description="order responses rename `price` to `px`",
-        breaks=_breaks(K1={"pact_interactions_failed"}),
+        breaks=breaks_of(K1={"pact_interactions_failed"}),
     ),
     AppDefect(
         name="order_event_schema_changed",
         description="the order event drops `account_id`",
-        breaks=_breaks(K2={"pact_messages_failed"}),
+        breaks=breaks_of(K2={"pact_messages_failed"}),
     ),
     # T01–T14 rollback triggers. Each trigger's rule weakened (its first threshold × 10)
     # without touching its promtool cases: the cases and the declared threshold both see it.
@@ -291,7 +292,7 @@ _DEFECT_LIST: tuple[Defect, ...] = (
         WeakenedTriggerDefect(
             name=f"weakened_{trigger.lower()}_rule",
             description=f"the {trigger} rule compares against ten times its threshold",
-            breaks=_breaks(**{trigger: {"promtool_failures", "rule_drift"}}),
+            breaks=breaks_of(**{trigger: {"promtool_failures", "rule_drift"}}),
             trigger=trigger,
         )
         for trigger in TRIGGERS
@@ -301,7 +302,7 @@ _DEFECT_LIST: tuple[Defect, ...] = (
     UnloadedRuleFileDefect(
         name="rollback_rules_not_loaded",
         description="Prometheus runs without the rollback rule file",
-        breaks=_breaks(
+        breaks=breaks_of(
             **{trigger: {"rule_not_loaded"} for trigger in TRIGGERS},
             G06={"absent_signal_rules_unhealthy"},
         ),
@@ -311,103 +312,29 @@ _DEFECT_LIST: tuple[Defect, ...] = (
     AppDefect(
         name="ws_metric_renamed",
         description="spark_ws_disconnects_total is exported as spark_ws_disconnections_total",
-        breaks=_breaks(T13={"series_missing"}),
+        breaks=breaks_of(T13={"series_missing"}),
     ),
-    # S1–S7 and G10, the canary stage. App defects reach the canary track only: the stable
-    # track (the previous release) runs without SPARK_DEFECTS, so each stage metric differs
-    # between the tracks. Orders are most of the stage's traffic, so what slows or breaks them
-    # shows in the metrics over all traffic routes.
-    # p95 above 200 ms from waiting, not working, is also T08's condition (p95 > 0.2 s while
-    # the API uses under 0.25 cores): T08 goes pending in the window, and S7 names it too.
-    AppDefect(
-        name="slow_canary_orders",
-        description="POST /api/orders takes 300 ms longer on the canary",
-        breaks=_breaks(S1={"canary_p95_ms"}, S7={"triggers_pending_or_firing"}),
+    *CANARY_DEFECTS,
+    # G09 outbox. A poison event stays pending; an event acknowledged on a failed delivery
+    # is lost, the probe's among them.
+    OutboxDefect(
+        name="consumer_rejects_sells",
+        description="the consumer answers 422 to every sell order's event, which then sits "
+        "in the outbox retried forever",
+        breaks=breaks_of(G09={"stuck_events"}),
     ),
-    AppDefect(
-        name="canary_5xx_every_50th",
-        description="every 50th order on the canary answers 500",
-        breaks=_breaks(S2={"canary_5xx_ratio"}),
-    ),
-    # A symbol the stage's traffic does not trade, so its risk blocks do not break S4 too.
-    AppDefect(
-        name="stale_feed_symbol",
-        description="the canary drops every FROTO tick, stale since 60 s before it started",
-        breaks=_breaks(S3={"canary_ws_staleness_s"}),
-    ),
-    AppDefect(
-        name="spurious_risk_blocks",
-        description="every 20th order on the canary is refused as a stale-market risk block",
-        breaks=_breaks(S4={"canary_risk_blocks_per_min"}),
-    ),
-    # A completed key replayed with its own payload answers 409 as if still in flight: the
-    # stage's replays become conflicts, and G03's byte-for-byte replay fails. One order in ten
-    # is a replay, so the conflict ratio (~9 %) is over T05's 5 % as well: T05 goes pending in
-    # the window and S7 names it.
-    AppDefect(
-        name="replay_answers_409",
-        description="a replay of a completed Idempotency-Key answers 409",
-        breaks=_breaks(
-            S5={"canary_idempotency_conflict_ratio"},
-            S7={"triggers_pending_or_firing"},
-            G03={"replay_mismatches"},
-        ),
-    ),
-    AppDefect(
-        name="inline_script_csp",
-        description="the canary's page carries an inline script its CSP blocks",
-        breaks=_breaks(S6={"canary_csp_violations_over_baseline"}),
-    ),
-    OpsFileDefect(
-        name="trigger_pending_in_stage",
-        description="the T01 rule compares against 0 with for: 1h, pending through a stage",
-        breaks=_breaks(S7={"triggers_pending_or_firing"}),
-        artefact="the T01 rule in rollback.yml",
-        folder="prometheus/rules",
-        finds="pending_trigger_rules",
-        change="pend_trigger_in_stage",
-    ),
-    OpsFileDefect(
-        name="loose_stage_threshold",
-        description="the canary plan's S1 threshold is 500 ms, looser than T01's 400 ms",
-        breaks=_breaks(G10={"canary_plan_problems"}),
-        artefact="canary-plan.toml",
-        folder=".",
-        finds="canary_plans",
-        change="loosen_stage_threshold",
-    ),
-    # G08: production (the stable track) is already slow before the release.
-    StableAppDefect(
-        name="slow_stable_orders",
-        description="POST /api/orders takes 300 ms longer on the stable track",
-        breaks=_breaks(G08={"baseline_p95_ms"}),
-    ),
-    # Too few requests to judge is not a pass: every stage metric is INCONCLUSIVE, and so is
-    # the baseline, which the sandbox loads at the canary's rate.
-    OpsFileDefect(
-        name="thin_canary_traffic",
-        description="the canary plan's sandbox traffic is 4 requests/s, 2 to the canary",
-        breaks=_breaks(
-            G08={"baseline_requests"},
-            S1={"canary_p95_ms"},
-            S2={"canary_5xx_ratio"},
-            S3={"canary_ws_staleness_s"},
-            S4={"canary_risk_blocks_per_min"},
-            S5={"canary_idempotency_conflict_ratio"},
-            S6={"canary_csp_violations_over_baseline"},
-        ),
-        expect="INCONCLUSIVE",
-        artefact="canary-plan.toml",
-        folder=".",
-        finds="canary_plans",
-        change="thin_canary_traffic",
+    OutboxDefect(
+        name="publisher_acks_failed_delivery",
+        description="the publisher marks an event published when its delivery failed (and "
+        "the consumer sheds each event's first delivery with 503, so every event fails once)",
+        breaks=breaks_of(G09={"probe_event_deliveries", "events_missing"}),
     ),
     # G07 alert delivery. The routing still names a receiver with a webhook, so B8's checks
     # of the configuration pass: only a page sent end to end shows that nobody gets it.
     DeadWebhookDefect(
         name="dead_oncall_webhook",
         description="the on-call receiver's webhook points at a port nobody listens on",
-        breaks=_breaks(G07={"alert_delivery_s"}),
+        breaks=breaks_of(G07={"alert_delivery_s"}),
         receiver="spark-oncall",
     ),
 )
@@ -429,3 +356,10 @@ def resolve(names: Iterable[str]) -> tuple[Defect, ...]:
 def for_layer(defects: Iterable[Defect], layer: str) -> frozenset[str]:
     """Names of the defects that the given layer applies."""
     return frozenset(d.name for d in defects if d.layer == layer)
+
+
+def switches(spark_defects: str, *layers: str) -> frozenset[str]:
+    """The switches a process of ``layers`` turns on, from its ``SPARK_DEFECTS`` value (comma
+    separated names); an unknown name is a ValueError, so a typo fails the start."""
+    chosen = resolve(n.strip() for n in spark_defects.split(",") if n.strip())
+    return frozenset().union(*(for_layer(chosen, layer) for layer in layers))

@@ -366,7 +366,10 @@ SERVICES: tuple[Spec, ...] = (
         "consumer",
         ("migrate", "pgbouncer"),
         _listening_on("spark_sandbox.app.consumer", "consumer"),
-        lambda plan: {"SPARK_CONSUMER_DSN": plan.values["pgbouncer"].dsn("spark")},
+        lambda plan: {
+            "SPARK_CONSUMER_DSN": plan.values["pgbouncer"].dsn("spark"),
+            "SPARK_DEFECTS": ",".join(sorted(plan.blueprint.outbox_defects)),
+        },
     ),
     # The publisher retries with backoff until the consumer answers: no need to wait for it.
     PythonService(
@@ -379,6 +382,7 @@ SERVICES: tuple[Spec, ...] = (
             "SPARK_APP_DSN": plan.values["app_dsn"],
             "SPARK_LISTEN_DSN": plan.values["pgbouncer"].dsn("spark_listen"),
             "SPARK_CONSUMER_URL": f"http://{HOST}:{plan.ports['proxy_consumer']}",
+            "SPARK_DEFECTS": ",".join(sorted(plan.blueprint.outbox_defects)),
         },
     ),
 )

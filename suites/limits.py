@@ -247,8 +247,26 @@ class G07Limits:
 
 
 @dataclass(frozen=True)
+class G09Limits:
+    probe_delivery_s: float
+    probe_event_deliveries_at_least: float
+    probe_event_deliveries: float
+    window_s: float
+    window_orders: int
+    window_events_at_least: float
+    outbox_lag_p99_s: float
+    stuck_after_s: float
+    stuck_after_attempts: int
+    stuck_events: float
+    events_missing: float
+    events_applied_twice: float
+    settle_s: float
+
+
+@dataclass(frozen=True)
 class GoNoGoLimits:
     g07: G07Limits = field(metadata=ops_key("G07"))
+    g09: G09Limits = field(metadata=ops_key("G09"))
 
 
 # --- all of them -------------------------------------------------------------------------------
@@ -258,7 +276,7 @@ class GoNoGoLimits:
 class Limits(BlindSpotLimits, MoneyLimits, ContractLimits, GoNoGoLimits):
     """Every table of the four files under one name: ``limits.b1.ntp_offset_ms``,
     ``limits.market.symbols``, ``limits.g03.concurrent_submissions``, ``limits.k1...``,
-    ``limits.g07.alert_delivery_s``."""
+    ``limits.g07.alert_delivery_s``, ``limits.g09.outbox_lag_p99_s``."""
 
 
 def load_limits(ops_dir: Path) -> Limits:

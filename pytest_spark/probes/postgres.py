@@ -11,7 +11,7 @@ The rows come back as the types the pure graders take (:class:`clock.SequenceRow
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from pytest_spark.probes import clock, migrations, orders, pacts
+from pytest_spark.probes import clock, migrations, orders, outbox, pacts
 
 CONNECT_TIMEOUT_S = 5.0
 STATEMENT_TIMEOUT_S = 10.0
@@ -119,7 +119,9 @@ class Postgres:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _rows(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    def _rows(
+        self, query: str, params: Sequence[Any] | Mapping[str, Any] = ()
+    ) -> list[tuple[Any, ...]]:
         return self.conn.execute(query, params).fetchall()
 
     # --- B1: time and sequences -----------------------------------------------------------
@@ -302,3 +304,83 @@ class Postgres:
         except psycopg.errors.UniqueViolation as exc:
             return f"{exc.sqlstate} unique_violation: {' '.join(str(exc).split())}"
         return None
+
+    # --- G09: the outbox end to end ---------------------------------------------------------
+
+    def outbox_delivery(self, order_id: int) -> outbox.EventDelivery | None:
+        """The ``order.accepted`` event of ``order_id`` as the outbox and the consumer saw
+        it; None when the order has no event."""
+        row = self.conn.execute(OUTBOX_DELIVERY_SQL, (order_id,)).fetchone()
+        return None if row is None else outbox.EventDelivery(order_id, *row)
+
+    def outbox_window(
+        self, window_s: float, stuck_after_s: float, stuck_after_attempts: int
+    ) -> outbox.OutboxWindow:
+        """Events created in the last ``window_s`` s (database clock), and every stuck event
+        of the whole table: a stuck event is older than any window worth reading."""
+        window = {"window": window_s}
+        row = self.conn.execute(OUTBOX_WINDOW_SQL, window).fetchone()
+        events, published, lag = row if row is not None else (0, 0, None)
+        stuck = self._rows(
+            OUTBOX_STUCK_SQL, {"after": stuck_after_s, "attempts": stuck_after_attempts}
+        )
+        missing = self._rows(OUTBOX_MISSING_SQL, window)
+        twice = self._rows(OUTBOX_APPLIED_TWICE_SQL, window)
+        return outbox.OutboxWindow(
+            window_s=window_s,
+            events=int(events),
+            published=int(published),
+            lag_p99_s=None if lag is None else float(lag),
+            stuck=tuple(
+                outbox.StuckEvent(str(e), int(a), str(t), int(n), float(age))
+                for e, a, t, n, age in stuck
+            ),
+            missing=tuple(str(e) for (e,) in missing),
+            applied_twice=tuple((int(o), int(n)) for o, n in twice),
+        )
+
+
+OUTBOX_DELIVERY_SQL = """
+SELECT o.event_id::text, o.published_at IS NOT NULL, o.attempts,
+       coalesce(c.deliveries, 0), coalesce(l.applied_count, 0)
+  FROM outbox_events o
+  LEFT JOIN consumed_events c ON c.event_id = o.event_id
+  LEFT JOIN order_ledger l ON l.order_id = o.aggregate_id
+ WHERE o.aggregate_id = %s AND o.event_type = 'order.accepted'
+ ORDER BY o.id DESC LIMIT 1
+"""
+
+_IN_WINDOW = "o.created_at > clock_timestamp() - make_interval(secs => %(window)s)"
+
+OUTBOX_WINDOW_SQL = f"""
+SELECT count(*), count(o.published_at),
+       percentile_cont(0.99) WITHIN GROUP (
+           ORDER BY extract(epoch FROM o.published_at - o.created_at)::float8
+       ) FILTER (WHERE o.published_at IS NOT NULL)
+  FROM outbox_events o
+ WHERE {_IN_WINDOW}
+"""
+
+OUTBOX_STUCK_SQL = """
+SELECT o.event_id::text, o.aggregate_id, o.event_type, o.attempts,
+       extract(epoch FROM clock_timestamp() - o.created_at)::float8
+  FROM outbox_events o
+ WHERE o.published_at IS NULL
+   AND (o.created_at < clock_timestamp() - make_interval(secs => %(after)s)
+        OR o.attempts >= %(attempts)s)
+ ORDER BY o.id
+"""
+
+OUTBOX_MISSING_SQL = f"""
+SELECT o.event_id::text
+  FROM outbox_events o LEFT JOIN consumed_events c ON c.event_id = o.event_id
+ WHERE o.published_at IS NOT NULL AND c.event_id IS NULL AND {_IN_WINDOW}
+ ORDER BY o.id
+"""
+
+OUTBOX_APPLIED_TWICE_SQL = f"""
+SELECT l.order_id, l.applied_count
+  FROM order_ledger l JOIN outbox_events o ON o.event_id = l.event_id
+ WHERE l.applied_count > 1 AND {_IN_WINDOW}
+ ORDER BY l.order_id
+"""

@@ -43,6 +43,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from spark_sandbox.defects import switches
+
 ORDER_ACCEPTED = "order.accepted"
 DB_CONNECT_TIMEOUT_SECONDS = 5
 
@@ -281,9 +283,12 @@ def unavailable(exc: psycopg.Error) -> JSONResponse:
     )
 
 
-def build_app(dsn: str) -> Starlette:
+def build_app(dsn: str, defects: frozenset[str] = frozenset()) -> Starlette:
+    """The consumer; ``defects`` are the sandbox's seeded switches (none in production)."""
     store = ConsumerStore(dsn)
     metrics = ConsumerMetrics()
+    # Events whose first delivery a defect shed; a process-local memory is enough for it.
+    shed: set[uuid.UUID] = set()
 
     async def receive_event(request: Request) -> Response:
         try:
@@ -296,6 +301,15 @@ def build_app(dsn: str) -> Starlette:
             event = parse_event(body)
         except EventRejected as exc:
             return JSONResponse({"error": str(exc)}, status_code=422)
+        # Defect: a consumer release that no longer understands sell orders; the publisher
+        # retries the rejected event forever, so it sits in the outbox (G09 stuck_events).
+        if "consumer_rejects_sells" in defects and event.order and event.order.side == "sell":
+            return JSONResponse({"error": "unsupported side 'sell'"}, status_code=422)
+        # Defect (half of publisher_acks_failed_delivery): the first delivery of each event is
+        # shed as if overloaded, so that every event meets a failed delivery once.
+        if "publisher_acks_failed_delivery" in defects and event.event_id not in shed:
+            shed.add(event.event_id)
+            return JSONResponse({"error": "busy"}, status_code=503, headers={"Retry-After": "1"})
         started = time.perf_counter()
         try:
             receipt = await store.consume(event)
@@ -367,7 +381,8 @@ def main(argv: list[str] | None = None) -> None:
     dsn = os.environ.get("SPARK_CONSUMER_DSN")
     if not dsn:
         parser.error("SPARK_CONSUMER_DSN is not set (libpq conninfo of the consumer database)")
-    uvicorn.run(build_app(dsn), host=args.host, port=args.port, log_level="warning")
+    defects = switches(os.environ.get("SPARK_DEFECTS", ""), "outbox")
+    uvicorn.run(build_app(dsn, defects), host=args.host, port=args.port, log_level="warning")
 
 
 if __name__ == "__main__":

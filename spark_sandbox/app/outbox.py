@@ -38,6 +38,7 @@ import httpx
 import psycopg
 
 from spark_sandbox.app.outbox_metrics import Health, OutboxMetrics, metrics_server
+from spark_sandbox.defects import switches
 
 CHANNEL = "outbox_events"
 BATCH_SIZE = 100
@@ -198,8 +199,10 @@ class Publisher:
         consumer_url: str,
         metrics: OutboxMetrics,
         health: Health,
+        defects: frozenset[str] = frozenset(),
     ) -> None:
         self.app_dsn = app_dsn
+        self.defects = defects  # the sandbox's seeded switches; none in production
         self.events_url = consumer_url.rstrip("/") + "/events"
         self.metrics = metrics
         self.health = health
@@ -255,7 +258,9 @@ class Publisher:
                     break
                 event = OutboxEvent(row[0], str(row[1]), row[2], row[3], row[4], row[5])
                 outcome = self.deliver(event)
-                if outcome == "ok":
+                # Defect: a failed delivery is marked published all the same, so the event
+                # is never sent again and the consumer never applies it (G09 events_missing).
+                if outcome == "ok" or "publisher_acks_failed_delivery" in self.defects:
                     lag = conn.execute(MARK_PUBLISHED, (event.id,)).fetchone()
                     lags.append(float(lag[0]) if lag else 0.0)
                     continue
@@ -360,7 +365,8 @@ def main(argv: list[str] | None = None) -> None:
 
     metrics = OutboxMetrics()
     health = Health()
-    publisher = Publisher(app_dsn, listen_dsn, consumer_url, metrics, health)
+    defects = switches(os.environ.get("SPARK_DEFECTS", ""), "outbox")
+    publisher = Publisher(app_dsn, listen_dsn, consumer_url, metrics, health, defects)
     server = metrics_server(args.metrics_port, metrics, health)
     print(f"outbox publisher: metrics on 127.0.0.1:{args.metrics_port}", flush=True)
     try:

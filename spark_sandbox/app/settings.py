@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from spark_sandbox.defects import for_layer, resolve
+from spark_sandbox.defects import switches
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_FLAGS_FILE = REPO_ROOT / "ops" / "flags.toml"
@@ -55,7 +55,6 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     dsn = env.get("SPARK_APP_DSN")
     if not dsn:
         raise RuntimeError("SPARK_APP_DSN is not set: the API needs its database conninfo")
-    names = [n.strip() for n in env.get("SPARK_DEFECTS", "").split(",") if n.strip()]
     feed = env.get("SPARK_FEED_ADDR")
     return Settings(
         app_dsn=dsn,
@@ -64,7 +63,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         third_party_origin=env.get("SPARK_THIRD_PARTY_ORIGIN", "").rstrip("/"),
         unlisted_origin=env.get("SPARK_UNLISTED_ORIGIN", "").rstrip("/"),
         flags_file=Path(env.get("SPARK_FLAGS_FILE") or DEFAULT_FLAGS_FILE),
-        defects=for_layer(resolve(names), "app") | for_layer(resolve(names), "app_stable"),
+        defects=switches(env.get("SPARK_DEFECTS", ""), "app", "app_stable"),
         sandbox=env.get("SPARK_SANDBOX") == "1",
         pool_size=int(env.get("SPARK_DB_POOL_SIZE", "10")),
         idempotency_gc_interval_s=float(env.get("SPARK_IDEMPOTENCY_GC_INTERVAL_S", "60")),
