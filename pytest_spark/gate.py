@@ -170,7 +170,7 @@ def decide(
                 status = r.status if r.status in SEVERITY else FAILED
                 findings.append((status, f"requires {r.id} {r.status}"))
             if findings:
-                findings.sort(key=lambda f: _rank(f[0]))
+                findings.sort(key=lambda f: severity_rank(f[0]))
                 status = findings[0][0]
                 reason = "; ".join(text for _, text in findings)
             elif coverage.tests_of(item_id):
@@ -281,7 +281,8 @@ def _sub_check(name: str, measured: list[Judged]) -> tuple[str, str]:
     return PASSED, f"{shown}: ok"
 
 
-def _rank(status: str) -> int:
+def severity_rank(status: str) -> int:
+    """Worst first: ERROR, FAILED, INCONCLUSIVE, SKIPPED, MISSING, then anything else."""
     return SEVERITY.index(status) if status in SEVERITY else len(SEVERITY)
 
 

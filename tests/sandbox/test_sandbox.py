@@ -535,6 +535,10 @@ def test_cli_up_with_ops_defects_next_to_a_healthy_sandbox_then_status_and_down(
         assert_nothing_left(bad)
         assert not (state_dir / STATE_FILE).exists()
         assert spark_sandbox("status", state_dir=state_dir).returncode == 1
+        # Down again, with nothing running: says so and succeeds.
+        again_down = spark_sandbox("down", state_dir=state_dir)
+        assert again_down.returncode == 0, again_down.stderr
+        assert "nothing to stop" in again_down.stdout
         assert httpx.get(f"{good.api_url}/health", timeout=5).status_code == 200
     finally:
         orphan.kill()
