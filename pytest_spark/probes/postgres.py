@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from pytest_spark.probes import clock, migrations, orders, pacts
+from pytest_spark.probes import clock, migrations, orders, pacts, pitr
 
 CONNECT_TIMEOUT_S = 5.0
 STATEMENT_TIMEOUT_S = 10.0
@@ -204,6 +204,72 @@ class Postgres:
             SessionActivity(int(pid), str(state), float(secs or 0.0), user, db, app, str(query))
             for pid, state, secs, user, db, app, query in self._rows(ACTIVITY_SQL)
         ]
+
+    # --- G04: WAL archiving and base backups ---------------------------------------------
+
+    def archiver(self) -> pitr.ArchiverState:
+        """``pg_stat_archiver`` with ages measured on the database's own clock."""
+        row = self.conn.execute(
+            "SELECT archived_count, last_archived_wal,"
+            " extract(epoch FROM clock_timestamp() - last_archived_time),"
+            " failed_count, last_failed_wal,"
+            " extract(epoch FROM clock_timestamp() - last_failed_time),"
+            " extract(epoch FROM clock_timestamp() - pg_postmaster_start_time()),"
+            " current_setting('archive_mode')"
+            " FROM pg_stat_archiver"
+        ).fetchone()
+        if row is None:
+            raise LookupError("pg_stat_archiver returned no row")
+        archived, last_wal, age, failed, failed_wal, failed_age, uptime, mode = row
+        return pitr.ArchiverState(
+            archived_count=int(archived),
+            last_archived_wal=last_wal,
+            last_archived_age_s=None if age is None else float(age),
+            failed_count=int(failed),
+            last_failed_wal=failed_wal,
+            last_failed_age_s=None if failed_age is None else float(failed_age),
+            uptime_s=float(uptime),
+            archive_mode=str(mode),
+        )
+
+    def switch_wal(self) -> str:
+        """Write a WAL record and close the current segment; the closed segment's file name.
+        The record makes sure there is something to switch away from (an idle server's
+        pg_switch_wal() would switch nothing)."""
+        self.conn.execute("SELECT pg_logical_emit_message(false, 'spark-gate', 'G04 switch')")
+        row = self.conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
+        if row is None:
+            raise LookupError("pg_switch_wal() returned no row")
+        return str(row[0])
+
+    def timeline(self) -> int:
+        """The timeline the server writes WAL on (the first 8 hex digits of its WAL file)."""
+        row = self.conn.execute(
+            "SELECT CASE WHEN pg_is_in_recovery() THEN NULL"
+            " ELSE pg_walfile_name(pg_current_wal_lsn()) END"
+        ).fetchone()
+        if row is None or row[0] is None:
+            raise LookupError("the server is in recovery: it writes no WAL of its own")
+        return int(str(row[0])[:8], 16)
+
+    def base_backups(self) -> list[pitr.BackupHistory]:
+        """The backup history files in ``pg_wal`` (one per finished base backup, kept until
+        the next one), with their age on the database's clock."""
+        rows = self._rows(
+            "SELECT name, extract(epoch FROM clock_timestamp() - modification)"
+            " FROM pg_ls_waldir() WHERE name LIKE '%%.backup' ORDER BY modification DESC"
+        )
+        return [pitr.BackupHistory(str(name), float(age)) for name, age in rows]
+
+    def now(self) -> str:
+        """The database's clock as text with its UTC offset (what a recovery target takes)."""
+        row = self.conn.execute(
+            "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC',"
+            " 'YYYY-MM-DD HH24:MI:SS.US') || '+00'"
+        ).fetchone()
+        if row is None:
+            raise LookupError("SELECT clock_timestamp() returned no row")
+        return str(row[0])
 
     # --- orders, positions, fills, the outbox (M3, M4, G03, K2) -----------------------------
 
