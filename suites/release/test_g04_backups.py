@@ -25,20 +25,18 @@ from pathlib import Path
 
 import pytest
 
-from pytest_spark import CheckEvidence, Reach, Target, load_ops
+from pytest_spark import CheckEvidence, Reach, Target, TargetConfigError, load_ops
 from pytest_spark.probes import clock, money, pitr
 from pytest_spark.probes.postgres import Postgres
+from pytest_spark.probes.restore_drill import CommandDrill, LocalDrill
 from pytest_spark.probes.spark_api import SparkApi, Ticket, new_account, new_key
 from pytest_spark.probes.waiting import Deadline, Waited, wait_until
 from suites.limits import BACKUP_FILE, BackupLimits, G04Limits, Limits
 
 pytestmark = pytest.mark.go_nogo("G04")
 
-LOCAL_RESTORE_KEYS = (
-    "pitr_postgres_bin_dir",
-    "pitr_wal_archive_dir",
-    "pitr_scratch_dir",
-)
+# The sandbox's local restore environment; a deployment configures a restore command instead.
+LOCAL_RESTORE_KEYS = ("pitr_postgres_bin_dir", "pitr_wal_archive_dir", "pitr_scratch_dir")
 
 
 def _db(dsn: str, limits: Limits) -> Postgres:
@@ -119,18 +117,25 @@ def test_a_recent_base_backup_exists(
     )
 
 
-def _local_restore(spark_target: Target, spark_evidence: CheckEvidence) -> pitr.LocalRestore:
-    """The restore environment of the target; INCONCLUSIVE when it offers none."""
-    if not spark_target.is_sandbox:
+def _drill(
+    reach: Reach, spark_target: Target, spark_evidence: CheckEvidence, timeout_s: float
+) -> LocalDrill | CommandDrill:
+    """How this target restores for the drill; INCONCLUSIVE when it configures no way."""
+    if spark_target.is_sandbox:
+        with reach(*LOCAL_RESTORE_KEYS) as [bin_dir, archive, scratch]:
+            user = spark_target.endpoints.get("pitr_postgres_os_user") or None
+            return LocalDrill(Path(bin_dir), user, Path(archive), Path(scratch), timeout_s)
+    try:
+        spark_target.require("pitr_restore_command")
+    except TargetConfigError:
         spark_evidence.inconclusive(
             "the point-in-time restore drill needs a restore environment separate from the "
             f"target, and the target {spark_target.name} configures none: set "
-            "pitr_restore_command in its target file (docs/backups.md); the gate never "
-            "restores over a deployment's own database"
+            "pitr_restore_command, pitr_teardown_command and pitr_restored_dsn in its target "
+            "file (docs/backups.md); the gate never restores over a deployment's own database"
         )
-    bin_dir, archive, scratch = (spark_target.require(k) for k in LOCAL_RESTORE_KEYS)
-    user = spark_target.endpoints.get("pitr_postgres_os_user") or None
-    return pitr.LocalRestore(Path(bin_dir), user, Path(archive), Path(scratch))
+    with reach("pitr_restore_command", "pitr_teardown_command", "pitr_restored_dsn") as keys:
+        return CommandDrill(*keys, timeout_s=timeout_s)
 
 
 def _book(api: SparkApi, db: Postgres, ticket: Ticket, count: int) -> list[int]:
@@ -156,20 +161,14 @@ def test_point_in_time_restore_lands_on_its_target(
     limits: Limits,
 ) -> None:
     g04 = limits.g04
-    env = _local_restore(spark_target, spark_evidence)
+    drill = _drill(reach, spark_target, spark_evidence, g04.pitr_command_timeout_s)
     runbook = load_ops(ops_dir / BACKUP_FILE, BackupLimits).restore
     account = new_account("g04-pitr")
     drill_began = time.monotonic()
-    with (
-        reach("api_url", "postgres_dsn") as [_, dsn],
-        _db(dsn, limits) as db,
-        pitr.scratch_folder(env) as scratch,
-    ):
+    with reach("api_url", "postgres_dsn") as [_, dsn], _db(dsn, limits) as db, drill:
         symbol, price = _tradable(spark_api, listed_symbols[0])
         ticket = Ticket(account, symbol, "buy", 1, price)
-        backup_output = pitr.take_base_backup(
-            env, dsn, scratch / "data", g04.pitr_command_timeout_s
-        )
+        prepared = drill.prepare(dsn)
         before = _book(spark_api, db, ticket, g04.drill_orders)
         target_time = db.now()
         after = [o for o in _book(spark_api, db, ticket, g04.drill_orders) if o not in before]
@@ -177,9 +176,7 @@ def test_point_in_time_restore_lands_on_its_target(
         archived = _await_segment(db, segment, g04)
         source_timeline = db.timeline()
         settings = pitr.recovery_settings(dataclasses.asdict(runbook), target_time)
-        with pitr.restored_server(
-            env, scratch / "data", dsn, settings, g04.pitr_command_timeout_s
-        ) as restored:
+        with drill.restore(dsn, settings, target_time) as restored:
             restored_ids: list[int] = []
             behind: list[clock.SequenceAnomaly] = []
             if restored.opened:
@@ -191,13 +188,14 @@ def test_point_in_time_restore_lands_on_its_target(
                     ]  # fmt: skip
             log_text = restored.log()
     drill_s = time.monotonic() - drill_began
-    assert not scratch.exists(), f"the drill's scratch cluster {scratch} was not deleted"
+    if isinstance(drill, LocalDrill):
+        assert not drill.scratch.exists(), f"the drill's scratch {drill.scratch} was not deleted"
     spark_evidence.attach("g04_restore_log.txt", log_text)
     spark_evidence.measure("pitr_drill_s", round(drill_s, 3), unit="s")
     log = pitr.read_recovery_log(log_text)
     problems = pitr.recovery_log_problems(log, source_timeline)
     spark_evidence.note(
-        f"base backup into a scratch cluster ({backup_output or 'pg_basebackup: no output'}); "
+        f"restore by {drill.describe()}; {prepared}; "
         f"orders of {account} booked before T {before}, T = {target_time} (database clock), "
         f"after T {after}; {archived.describe()}"
     )
