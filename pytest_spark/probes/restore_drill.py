@@ -55,7 +55,7 @@ class DrillError(RuntimeError):
 class Restored:
     """A restored server: open (promoted) or not, after how long, and its log."""
 
-    dsn: str
+    dsn: str = field(repr=False)  # the restored server's, with the source's password
     opened: bool = False
     seconds: float = 0.0
     waited_for: str = ""  # why it is not open
@@ -253,8 +253,8 @@ class CommandDrill:
 
     restore_command: str
     teardown_command: str
-    restored_dsn: str
-    timeout_s: float
+    restored_dsn: str = field(repr=False)
+    timeout_s: float = 60.0
 
     def describe(self) -> str:
         return f"pitr_restore_command {shlex.split(self.restore_command)[:1]}"
