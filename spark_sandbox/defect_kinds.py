@@ -102,6 +102,31 @@ class UnappliedMigrationDefect(Defect):
         blueprint.skip_last_migration = True
 
 
+# G04's sub-checks judged on the restored database (its orders, its sequences, its log, how
+# soon it opened): a restore that never opens fails each of them or leaves it unmeasured.
+RESTORED_DATABASE = frozenset(
+    {
+        "pitr_orders_missing_before_target",
+        "pitr_orders_after_target",
+        "pitr_sequences_behind",
+        "pitr_recovery_log_problems",
+        "pitr_restore_s",
+    }
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class UnmountedWalArchiveDefect(Defect):
+    """PostgreSQL's archive_command copies into a folder that is not there (a backup volume
+    that was never mounted): every archive attempt fails and no segment reaches the archive."""
+
+    layer: ClassVar[str] = "db"
+    folder: str = "wal_archive_unmounted"
+
+    def apply(self, blueprint: Blueprint) -> None:
+        blueprint.unmounted_wal_archive = self.folder
+
+
 @dataclass(frozen=True, kw_only=True)
 class MigratedDatabaseDefect(Defect):
     """Changes the database once it is migrated (``change``: a ``module:function`` of a DSN)."""

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from spark_sandbox.canary_defects import CANARY_DEFECTS
 from spark_sandbox.defect_kinds import (
+    RESTORED_DATABASE,
     AppDefect,
     DatabaseSessionDefect,
     DeadWebhookDefect,
@@ -39,6 +40,7 @@ from spark_sandbox.defect_kinds import (
     SilencedAlertDefect,
     UnappliedMigrationDefect,
     UnloadedRuleFileDefect,
+    UnmountedWalArchiveDefect,
     WeakenedTriggerDefect,
     breaks_of,
 )
@@ -65,6 +67,8 @@ class Blueprint:
     pool_modes: dict[str, str] = field(default_factory=lambda: dict(HEALTHY_POOL_MODES))
     ntp_offset_s: float = 0.0
     skip_last_migration: bool = False
+    # A folder of the run dir, never created, that PostgreSQL's archive_command copies into.
+    unmounted_wal_archive: str | None = None
     # Run on the migrated database (its superuser DSN), before any client connects.
     after_migrate: list[Callable[[str], object]] = field(default_factory=list)
     # (run_dir, app pool DSN) -> a started session that must stay alive with the deployment.
@@ -328,6 +332,21 @@ _DEFECT_LIST: tuple[Defect, ...] = (
         description="the publisher marks an event published when its delivery failed (and "
         "the consumer sheds each event's first delivery with 503, so every event fails once)",
         breaks=breaks_of(G09={"probe_event_deliveries", "events_missing"}),
+    ),
+    # G04 backups. Nothing archived: the drill's restore never opens, its data goes unmeasured.
+    UnmountedWalArchiveDefect(
+        name="wal_archive_failing",
+        description="archive_command copies into a folder that is not mounted",
+        breaks=breaks_of(G04={"wal_archive_failures", "segment_archived_s", *RESTORED_DATABASE}),
+    ),
+    OpsFileDefect(
+        name="pitr_target_left_empty",
+        description="the restore runbook's recovery_target_time is empty: replay to the end",
+        breaks=breaks_of(G04={"pitr_orders_after_target", "pitr_recovery_log_problems"}),
+        artefact="backup.toml",
+        folder=".",
+        finds="restore_runbooks",
+        change="empty_recovery_target",
     ),
     # G07 alert delivery. The routing still names a receiver with a webhook, so B8's checks
     # of the configuration pass: only a page sent end to end shows that nobody gets it.

@@ -117,7 +117,10 @@ def start_postgres(plan: Plan, launch: Launch) -> None:
     from spark_sandbox.services.postgres import start_postgres
 
     began = time.monotonic()
-    proc, pg = start_postgres(plan.run_dir)
+    unmounted = plan.blueprint.unmounted_wal_archive
+    proc, pg = start_postgres(
+        plan.run_dir, archive_to=plan.run_dir / unmounted if unmounted else None
+    )
     launch.started("postgres", proc)
     plan.values["pg"] = pg
     launch.report(f"postgres ready on {pg.host}:{pg.port}", began)
@@ -134,6 +137,14 @@ def migrate(plan: Plan, launch: Launch) -> None:
         change(dsn)
     plan.values["migrations_dir"] = MIGRATIONS_DIR
     launch.report(f"migrate applied {len(applied)} migrations", began)
+
+
+def base_backup(plan: Plan, launch: Launch) -> None:
+    from spark_sandbox.services.postgres import take_base_backup
+
+    began = time.monotonic()
+    dest = take_base_backup(plan.values["pg"], plan.run_dir)
+    launch.report(f"base backup taken into {dest}", began)
 
 
 def start_db_sessions(plan: Plan, launch: Launch) -> None:
@@ -346,6 +357,8 @@ SERVICES: tuple[Spec, ...] = (
     ),
     ServiceSpec("release", (), build_release),
     ServiceSpec("migrate", ("postgres",), migrate, log="postgres"),
+    # After the schema, as a nightly backup finds it; G04 checks that one exists.
+    ServiceSpec("base_backup", ("migrate",), base_backup, log="postgres"),
     ServiceSpec("pgbouncer", ("postgres",), start_pgbouncer),
     ServiceSpec("proxies", ("chaosproxy", "pgbouncer"), create_proxies, log="chaosproxy"),
     ServiceSpec("db_sessions", ("migrate", "pgbouncer"), start_db_sessions, "long_running_query"),

@@ -15,6 +15,8 @@ Prometheus and Alertmanager. The defects of :mod:`spark_sandbox.defects` break t
   (``thin_canary_traffic``): a copy of ``canary-plan.toml`` whose S1 threshold is looser than
   T01's, or whose sandbox traffic is far below a stage's minimum sample. Plan values are
   changed line by line, so the copy keeps the released comments and layout.
+- :func:`empty_recovery_target` (``pitr_target_left_empty``): a copy of ``backup.toml`` whose
+  restore runbook leaves ``recovery_target_time`` empty, so a restore replays to the end.
 
 A defect whose artefact is missing is a :class:`OpsDefectError` naming the file it needs,
 never a healthy-looking sandbox. ``$SPARK_SANDBOX_OPS_DIR`` replaces the repo's ``ops/`` as
@@ -46,6 +48,7 @@ SILENCED_RELEASE_ALERT = "silenced_release_alert"
 
 ROLLBACK_RULES = Path("prometheus") / "rules" / "rollback.yml"
 CANARY_PLAN = "canary-plan.toml"
+BACKUP_RUNBOOK = "backup.toml"
 # trigger_pending_in_stage: the trigger whose rule then holds under any traffic, and the
 # `for:` that keeps it pending (never firing) through a stage.
 PENDING_TRIGGER = "T01"
@@ -326,7 +329,19 @@ def thin_canary_traffic(ops_dir: Path) -> str:
     )
 
 
-def _set_plan_value(path: Path, table: str, key: str, value: int) -> str:
+def restore_runbooks(ops_dir: Path) -> list[Path]:
+    """The backup file of ``ops_dir`` whose ``[restore]`` table is the restore runbook."""
+    path = ops_dir / BACKUP_RUNBOOK
+    return [path] if path.is_file() else []
+
+
+def empty_recovery_target(ops_dir: Path) -> str:
+    """``[restore] recovery_target_time`` becomes empty, as the sample postgresql.conf has it:
+    a restore by the runbook then replays every archived segment instead of stopping."""
+    return _set_plan_value(ops_dir / BACKUP_RUNBOOK, "restore", "recovery_target_time", "")
+
+
+def _set_plan_value(path: Path, table: str, key: str, value: int | str) -> str:
     """Set ``key`` of ``[table]`` in a TOML file by rewriting its one line; what changed."""
     import tomllib
 
@@ -337,12 +352,12 @@ def _set_plan_value(path: Path, table: str, key: str, value: int) -> str:
         if code.startswith("["):
             inside = code == f"[{table}]"
         elif inside and re.match(rf"{re.escape(key)}\s*=", code):
-            lines[number] = f"{key} = {value}\n"
+            lines[number] = f"{key} = {json.dumps(value)}\n"
             path.write_text("".join(lines), encoding="utf-8")
             document: Any = tomllib.loads("".join(lines))
             for part in table.split("."):
                 document = document[part]
             if document.get(key) != value:  # a key written twice: the last one counts
                 raise OpsDefectError(f"[{table}] {key} of {path} is not {value} after the change")
-            return f"{path.name} [{table}] {key} = {value}"
+            return f"{path.name} [{table}] {key} = {json.dumps(value)}"
     raise OpsDefectError(f"no {key} in [{table}] of {path}")

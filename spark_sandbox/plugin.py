@@ -136,8 +136,10 @@ def as_target(target: Target, endpoints: Endpoints, note: str) -> Target:
     The canary gate's keys are derived: the canary track is the API behind the fault proxy
     (``api_url``), the stable track ``stable_api_url``, and each track's series carry the
     target label ``track`` that ``canary_selector`` / ``stable_selector`` match (a real
-    target file names its own matchers)."""
+    target file names its own matchers). So is G04's local restore environment (``pitr_*``):
+    the drill restores on this host, beside the sandbox, never over it."""
     from spark_sandbox.endpoints import CANARY_TRACK, STABLE_TRACK
+    from spark_sandbox.services import postgres
 
     data = endpoints.to_dict()
     secrets = endpoints.secrets()
@@ -149,6 +151,12 @@ def as_target(target: Target, endpoints: Endpoints, note: str) -> Target:
         "stable_web_url": endpoints.stable_web_url,
         "canary_selector": f'track="{CANARY_TRACK}"',
         "stable_selector": f'track="{STABLE_TRACK}"',
+        # G04's restore drill runs here, on this host: the sandbox's PostgreSQL binaries, the
+        # user its server runs as, its WAL archive and a scratch folder that user may write.
+        "pitr_postgres_bin_dir": str(postgres.PG_BIN),
+        "pitr_postgres_os_user": postgres.SERVICE_USER,
+        "pitr_wal_archive_dir": str(postgres.wal_archive_dir(endpoints.run_dir)),
+        "pitr_scratch_dir": str(postgres.pitr_scratch_dir(endpoints.run_dir)),
     }
     return replace(
         target,

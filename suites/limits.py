@@ -19,6 +19,7 @@ BLIND_SPOTS_FILE = "blind_spots.toml"
 MONEY_FILE = "money.toml"
 CONTRACTS_FILE = "contracts.toml"
 GO_NOGO_FILE = "go_nogo.toml"
+BACKUP_FILE = "backup.toml"
 
 # --- ops/blind_spots.toml ---------------------------------------------------------------------
 
@@ -269,14 +270,49 @@ class GoNoGoLimits:
     g09: G09Limits = field(metadata=ops_key("G09"))
 
 
+# --- ops/backup.toml --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class G04Limits:
+    wal_archive_failures: float
+    last_archive_age_s: float
+    segment_archived_s: float
+    archive_poll_s: float
+    base_backup_age_s: float
+    drill_orders: int
+    pitr_orders_missing_before_target: float
+    pitr_orders_after_target: float
+    pitr_sequences_behind: float
+    pitr_recovery_log_problems: float
+    pitr_restore_s: float
+    pitr_command_timeout_s: float
+
+
+@dataclass(frozen=True)
+class RestoreRunbook:
+    """The recovery settings the restore runbook writes ("{target_time}" is replaced)."""
+
+    recovery_target_time: str
+    recovery_target_action: str
+    recovery_target_inclusive: bool
+
+
+@dataclass(frozen=True)
+class BackupLimits:
+    g04: G04Limits = field(metadata=ops_key("G04"))
+    restore: RestoreRunbook
+
+
 # --- all of them -------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class Limits(BlindSpotLimits, MoneyLimits, ContractLimits, GoNoGoLimits):
-    """Every table of the four files under one name: ``limits.b1.ntp_offset_ms``,
+class Limits(BlindSpotLimits, MoneyLimits, ContractLimits, GoNoGoLimits, BackupLimits):
+    """Every table of the five files under one name: ``limits.b1.ntp_offset_ms``,
     ``limits.market.symbols``, ``limits.g03.concurrent_submissions``, ``limits.k1...``,
-    ``limits.g07.alert_delivery_s``, ``limits.g09.outbox_lag_p99_s``."""
+    ``limits.g07.alert_delivery_s``, ``limits.g04.segment_archived_s``,
+    ``limits.g09.outbox_lag_p99_s``."""
 
 
 def load_limits(ops_dir: Path) -> Limits:
@@ -286,6 +322,7 @@ def load_limits(ops_dir: Path) -> Limits:
         load_ops(ops_dir / MONEY_FILE, MoneyLimits),
         load_ops(ops_dir / CONTRACTS_FILE, ContractLimits),
         load_ops(ops_dir / GO_NOGO_FILE, GoNoGoLimits),
+        load_ops(ops_dir / BACKUP_FILE, BackupLimits),
     ]
     tables = {f.name: getattr(part, f.name) for part in files for f in dataclasses.fields(part)}
     return Limits(**tables)

@@ -74,6 +74,54 @@ class OutboxWindow:
         )
 
 
+# --- the reads, made by :meth:`pytest_spark.probes.postgres.Postgres.outbox_window` -------------
+
+DELIVERY_SQL = """
+SELECT o.event_id::text, o.published_at IS NOT NULL, o.attempts,
+       coalesce(c.deliveries, 0), coalesce(l.applied_count, 0)
+  FROM outbox_events o
+  LEFT JOIN consumed_events c ON c.event_id = o.event_id
+  LEFT JOIN order_ledger l ON l.order_id = o.aggregate_id
+ WHERE o.aggregate_id = %s AND o.event_type = 'order.accepted'
+ ORDER BY o.id DESC LIMIT 1
+"""
+
+_IN_WINDOW = "o.created_at > clock_timestamp() - make_interval(secs => %(window)s)"
+
+WINDOW_SQL = f"""
+SELECT count(*), count(o.published_at),
+       percentile_cont(0.99) WITHIN GROUP (
+           ORDER BY extract(epoch FROM o.published_at - o.created_at)::float8
+       ) FILTER (WHERE o.published_at IS NOT NULL)
+  FROM outbox_events o
+ WHERE {_IN_WINDOW}
+"""
+
+STUCK_SQL = """
+SELECT o.event_id::text, o.aggregate_id, o.event_type, o.attempts,
+       extract(epoch FROM clock_timestamp() - o.created_at)::float8
+  FROM outbox_events o
+ WHERE o.published_at IS NULL
+   AND (o.created_at < clock_timestamp() - make_interval(secs => %(after)s)
+        OR o.attempts >= %(attempts)s)
+ ORDER BY o.id
+"""
+
+MISSING_SQL = f"""
+SELECT o.event_id::text
+  FROM outbox_events o LEFT JOIN consumed_events c ON c.event_id = o.event_id
+ WHERE o.published_at IS NOT NULL AND c.event_id IS NULL AND {_IN_WINDOW}
+ ORDER BY o.id
+"""
+
+APPLIED_TWICE_SQL = f"""
+SELECT l.order_id, l.applied_count
+  FROM order_ledger l JOIN outbox_events o ON o.event_id = l.event_id
+ WHERE l.applied_count > 1 AND {_IN_WINDOW}
+ ORDER BY l.order_id
+"""
+
+
 def lag_p99_query(window_s: float) -> str:
     """The publisher's p99 publish lag over the window, from its histogram's buckets."""
     window = f"{math.ceil(window_s)}s"

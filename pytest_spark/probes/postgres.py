@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from pytest_spark.probes import clock, migrations, orders, outbox, pacts
+from pytest_spark.probes import clock, migrations, orders, outbox, pacts, pitr
 
 CONNECT_TIMEOUT_S = 5.0
 STATEMENT_TIMEOUT_S = 10.0
@@ -207,6 +207,72 @@ class Postgres:
             for pid, state, secs, user, db, app, query in self._rows(ACTIVITY_SQL)
         ]
 
+    # --- G04: WAL archiving and base backups ---------------------------------------------
+
+    def archiver(self) -> pitr.ArchiverState:
+        """``pg_stat_archiver`` with ages measured on the database's own clock."""
+        row = self.conn.execute(
+            "SELECT archived_count, last_archived_wal,"
+            " extract(epoch FROM clock_timestamp() - last_archived_time),"
+            " failed_count, last_failed_wal,"
+            " extract(epoch FROM clock_timestamp() - last_failed_time),"
+            " extract(epoch FROM clock_timestamp() - pg_postmaster_start_time()),"
+            " current_setting('archive_mode')"
+            " FROM pg_stat_archiver"
+        ).fetchone()
+        if row is None:
+            raise LookupError("pg_stat_archiver returned no row")
+        archived, last_wal, age, failed, failed_wal, failed_age, uptime, mode = row
+        return pitr.ArchiverState(
+            archived_count=int(archived),
+            last_archived_wal=last_wal,
+            last_archived_age_s=None if age is None else float(age),
+            failed_count=int(failed),
+            last_failed_wal=failed_wal,
+            last_failed_age_s=None if failed_age is None else float(failed_age),
+            uptime_s=float(uptime),
+            archive_mode=str(mode),
+        )
+
+    def switch_wal(self) -> str:
+        """Write a WAL record and close the current segment; the closed segment's file name.
+        The record makes sure there is something to switch away from (an idle server's
+        pg_switch_wal() would switch nothing)."""
+        self.conn.execute("SELECT pg_logical_emit_message(false, 'spark-gate', 'G04 switch')")
+        row = self.conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
+        if row is None:
+            raise LookupError("pg_switch_wal() returned no row")
+        return str(row[0])
+
+    def timeline(self) -> int:
+        """The timeline the server writes WAL on (the first 8 hex digits of its WAL file)."""
+        row = self.conn.execute(
+            "SELECT CASE WHEN pg_is_in_recovery() THEN NULL"
+            " ELSE pg_walfile_name(pg_current_wal_lsn()) END"
+        ).fetchone()
+        if row is None or row[0] is None:
+            raise LookupError("the server is in recovery: it writes no WAL of its own")
+        return int(str(row[0])[:8], 16)
+
+    def base_backups(self) -> list[pitr.BackupHistory]:
+        """The backup history files in ``pg_wal`` (one per finished base backup, kept until
+        the next one), with their age on the database's clock."""
+        rows = self._rows(
+            "SELECT name, extract(epoch FROM clock_timestamp() - modification)"
+            " FROM pg_ls_waldir() WHERE name LIKE '%%.backup' ORDER BY modification DESC"
+        )
+        return [pitr.BackupHistory(str(name), float(age)) for name, age in rows]
+
+    def now(self) -> str:
+        """The database's clock as text with its UTC offset (what a recovery target takes)."""
+        row = self.conn.execute(
+            "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC',"
+            " 'YYYY-MM-DD HH24:MI:SS.US') || '+00'"
+        ).fetchone()
+        if row is None:
+            raise LookupError("SELECT clock_timestamp() returned no row")
+        return str(row[0])
+
     # --- orders, positions, fills, the outbox (M3, M4, G03, K2) -----------------------------
 
     def booked_orders(self, account_id: str) -> list[BookedOrder]:
@@ -310,7 +376,7 @@ class Postgres:
     def outbox_delivery(self, order_id: int) -> outbox.EventDelivery | None:
         """The ``order.accepted`` event of ``order_id`` as the outbox and the consumer saw
         it; None when the order has no event."""
-        row = self.conn.execute(OUTBOX_DELIVERY_SQL, (order_id,)).fetchone()
+        row = self.conn.execute(outbox.DELIVERY_SQL, (order_id,)).fetchone()
         return None if row is None else outbox.EventDelivery(order_id, *row)
 
     def outbox_window(
@@ -319,13 +385,13 @@ class Postgres:
         """Events created in the last ``window_s`` s (database clock), and every stuck event
         of the whole table: a stuck event is older than any window worth reading."""
         window = {"window": window_s}
-        row = self.conn.execute(OUTBOX_WINDOW_SQL, window).fetchone()
+        row = self.conn.execute(outbox.WINDOW_SQL, window).fetchone()
         events, published, lag = row if row is not None else (0, 0, None)
         stuck = self._rows(
-            OUTBOX_STUCK_SQL, {"after": stuck_after_s, "attempts": stuck_after_attempts}
+            outbox.STUCK_SQL, {"after": stuck_after_s, "attempts": stuck_after_attempts}
         )
-        missing = self._rows(OUTBOX_MISSING_SQL, window)
-        twice = self._rows(OUTBOX_APPLIED_TWICE_SQL, window)
+        missing = self._rows(outbox.MISSING_SQL, window)
+        twice = self._rows(outbox.APPLIED_TWICE_SQL, window)
         return outbox.OutboxWindow(
             window_s=window_s,
             events=int(events),
@@ -338,49 +404,3 @@ class Postgres:
             missing=tuple(str(e) for (e,) in missing),
             applied_twice=tuple((int(o), int(n)) for o, n in twice),
         )
-
-
-OUTBOX_DELIVERY_SQL = """
-SELECT o.event_id::text, o.published_at IS NOT NULL, o.attempts,
-       coalesce(c.deliveries, 0), coalesce(l.applied_count, 0)
-  FROM outbox_events o
-  LEFT JOIN consumed_events c ON c.event_id = o.event_id
-  LEFT JOIN order_ledger l ON l.order_id = o.aggregate_id
- WHERE o.aggregate_id = %s AND o.event_type = 'order.accepted'
- ORDER BY o.id DESC LIMIT 1
-"""
-
-_IN_WINDOW = "o.created_at > clock_timestamp() - make_interval(secs => %(window)s)"
-
-OUTBOX_WINDOW_SQL = f"""
-SELECT count(*), count(o.published_at),
-       percentile_cont(0.99) WITHIN GROUP (
-           ORDER BY extract(epoch FROM o.published_at - o.created_at)::float8
-       ) FILTER (WHERE o.published_at IS NOT NULL)
-  FROM outbox_events o
- WHERE {_IN_WINDOW}
-"""
-
-OUTBOX_STUCK_SQL = """
-SELECT o.event_id::text, o.aggregate_id, o.event_type, o.attempts,
-       extract(epoch FROM clock_timestamp() - o.created_at)::float8
-  FROM outbox_events o
- WHERE o.published_at IS NULL
-   AND (o.created_at < clock_timestamp() - make_interval(secs => %(after)s)
-        OR o.attempts >= %(attempts)s)
- ORDER BY o.id
-"""
-
-OUTBOX_MISSING_SQL = f"""
-SELECT o.event_id::text
-  FROM outbox_events o LEFT JOIN consumed_events c ON c.event_id = o.event_id
- WHERE o.published_at IS NOT NULL AND c.event_id IS NULL AND {_IN_WINDOW}
- ORDER BY o.id
-"""
-
-OUTBOX_APPLIED_TWICE_SQL = f"""
-SELECT l.order_id, l.applied_count
-  FROM order_ledger l JOIN outbox_events o ON o.event_id = l.event_id
- WHERE l.applied_count > 1 AND {_IN_WINDOW}
- ORDER BY l.order_id
-"""

@@ -136,13 +136,17 @@ def socket_dir_or_off(directory: Path, port: int) -> str:
 
 
 def start_postgres(
-    run_dir: Path, *, ready_timeout: float = 15.0
+    run_dir: Path, *, ready_timeout: float = 15.0, archive_to: Path | None = None
 ) -> tuple[ServiceProcess, Postgres]:
-    """initdb a cluster in ``run_dir/postgres``, start it, create ``spark_app`` and ``spark``."""
+    """initdb a cluster in ``run_dir/postgres``, start it, create ``spark_app`` and ``spark``.
+
+    WAL is archived into ``run_dir/wal_archive``, unless ``archive_to`` names another folder
+    for the archive_command (one that is not there makes every archive attempt fail).
+    ``run_dir/pitr`` is left empty for restore drills' scratch clusters."""
     base = run_dir / "postgres"
     data_dir = base / "data"
-    wal_archive = run_dir / "wal_archive"
-    for directory in (run_dir, base, wal_archive):
+    wal_archive = wal_archive_dir(run_dir)
+    for directory in (run_dir, base, wal_archive, pitr_scratch_dir(run_dir)):
         directory.mkdir(parents=True, exist_ok=True)
         chown_to_service_user(directory)
     require_service_user_access(base)
@@ -153,7 +157,10 @@ def start_postgres(
 
     port = free_port(HOST)
     write_server_config(
-        data_dir, port=port, socket_dir=socket_dir_or_off(base, port), wal_archive=wal_archive
+        data_dir,
+        port=port,
+        socket_dir=socket_dir_or_off(base, port),
+        wal_archive=archive_to or wal_archive,
     )
     pg = Postgres(
         HOST, port, SERVICE_USER, data_dir, wal_archive, superuser_password=superuser_password
@@ -174,6 +181,16 @@ def start_postgres(
         proc.stop()
         raise
     return proc, pg
+
+
+def wal_archive_dir(run_dir: Path) -> Path:
+    """Where the sandbox's archive_command puts WAL segments (a restore's restore_command)."""
+    return run_dir / "wal_archive"
+
+
+def pitr_scratch_dir(run_dir: Path) -> Path:
+    """Where a point-in-time restore drill may put its scratch cluster (the service user's)."""
+    return run_dir / "pitr"
 
 
 def initdb(data_dir: Path, log_path: Path, superuser_password: str) -> None:
@@ -286,6 +303,48 @@ def create_app_role_and_database(pg: Postgres) -> None:
                     sql.Identifier(pg.superuser), sql.SQL(objects), sql.Identifier(pg.app_user)
                 )
             )
+
+
+def take_base_backup(pg: Postgres, run_dir: Path) -> Path:
+    """The deployment's base backup, as a nightly job would take it: ``pg_basebackup`` into
+    ``run_dir/base_backup`` with its WAL streamed alongside (self-contained). Finishing it
+    leaves a backup history file in ``pg_wal``, which is how G04 sees that a backup exists."""
+    dest = run_dir / "base_backup"
+    argv = [
+        str(PG_BIN / "pg_basebackup"),
+        "-D", str(dest),
+        "-X", "stream",
+        "-c", "fast",
+        "--no-sync",
+        "-l", "spark sandbox base backup",
+        "-h", pg.host,
+        "-p", str(pg.port),
+        "-U", pg.superuser,
+        "-w",
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env["PGPASSWORD"] = pg.superuser_password
+    log_path = run_dir / "logs" / "postgres.log"
+    with open(log_path, "ab") as log:
+        try:
+            result = subprocess.run(
+                argv,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                timeout=60,
+                check=False,
+                cwd="/",
+                **run_as(SERVICE_USER),
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise ServiceStartError("base_backup", argv, str(exc), tail(log_path)) from exc
+    if result.returncode != 0:
+        raise ServiceStartError(
+            "base_backup", argv, f"pg_basebackup exited with {result.returncode}", tail(log_path)
+        )
+    return dest
 
 
 def remove_run_dir(run_dir: Path) -> None:

@@ -62,6 +62,7 @@ GROUPS = {
     # G03 alone: it requires M1–M4, which are MISSING in this run, so it is judged here by
     # its own sub-checks and tests.
     "g03": GateGroup(("suites/release/test_g03_order_integrity.py",), "go_nogo", ("G03",)),
+    "g04": GateGroup(("suites/release/test_g04_backups.py",), "go_nogo", ("G04",)),
     "g07": GateGroup(("suites/release/test_g07_alert_delivery.py",), "go_nogo", ("G07",)),
     "g09": GateGroup(("suites/release/test_g09_outbox.py",), "go_nogo", ("G09",)),
     "contract": GateGroup(("suites/contract",), "contract", ("K1", "K2")),

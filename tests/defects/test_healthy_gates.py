@@ -48,9 +48,8 @@ RITUAL_FILES = (
 )
 # Items the release gate measures today; the others have no tests yet and are MISSING.
 MEASURED = (
-    *BLIND_SPOTS, "G01", "G02", "G03", "G06", "G07", "G08", "G09", "G10", *MONEY_ITEMS, "K1",
-    "K2",
-    *TRIGGERS,
+    *BLIND_SPOTS, "G01", "G02", "G03", "G04", "G06", "G07", "G08", "G09", "G10",
+    *MONEY_ITEMS, "K1", "K2", *TRIGGERS,
 )  # fmt: skip
 
 

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -769,6 +770,17 @@ def test_the_canary_ops_defects_change_the_served_copy_and_nothing_else(tmp_path
     }
 
 
+def test_pitr_target_left_empty_empties_only_the_runbooks_recovery_target(tmp_path: Path) -> None:
+    served = served_ops(["pitr_target_left_empty"], tmp_path / "run", ops_defects.OPS_DIR)
+    released = (ops_defects.OPS_DIR / "backup.toml").read_text()
+    changed = (served / "backup.toml").read_text()
+    runbook, emptied = tomllib.loads(released), tomllib.loads(changed)
+    assert emptied["restore"]["recovery_target_time"] == ""
+    runbook["restore"]["recovery_target_time"] = ""
+    assert emptied == runbook
+    assert changed.count("#") == released.count("#")
+
+
 @pytest.mark.parametrize(
     ("defect", "missing"),
     [
@@ -777,6 +789,7 @@ def test_the_canary_ops_defects_change_the_served_copy_and_nothing_else(tmp_path
         ("trigger_pending_in_stage", "prometheus/rules"),
         ("loose_stage_threshold", "canary-plan.toml"),
         ("thin_canary_traffic", "canary-plan.toml"),
+        ("pitr_target_left_empty", "backup.toml"),
     ],
 )
 def test_an_ops_defect_without_its_artefact_is_a_clear_error(
