@@ -27,6 +27,7 @@ from pytest_spark.waivers import load as load_waivers
 
 if TYPE_CHECKING:
     from pytest_spark.bundles import FoundBundle, find_bundle
+    from pytest_spark.rollback import Deployment, Rollback, RollbackRequest, RollbackRun
     from pytest_spark.signing import SigningKeyError, load_signing_key
 
 # Names whose modules pull cryptography: imported on first use, so that loading the plugin
@@ -36,6 +37,10 @@ _LAZY = {
     "find_bundle": "pytest_spark.bundles",
     "SigningKeyError": "pytest_spark.signing",
     "load_signing_key": "pytest_spark.signing",
+    "Deployment": "pytest_spark.rollback",
+    "Rollback": "pytest_spark.rollback",
+    "RollbackRequest": "pytest_spark.rollback",
+    "RollbackRun": "pytest_spark.rollback",
 }
 
 
@@ -52,11 +57,15 @@ __all__ = [
     "CanaryPlan",
     "CheckEvidence",
     "ChecklistError",
+    "Deployment",
     "FoundBundle",
     "Inconclusive",
     "Measurement",
     "OpsFileError",
     "Reach",
+    "Rollback",
+    "RollbackRequest",
+    "RollbackRun",
     "RollbackTriggers",
     "RuleSettings",
     "SigningKeyError",

@@ -1,5 +1,5 @@
-"""spark-gate: verify a bundle, decide a canary stage from one, make a signing key, drive the
-embedded sandbox."""
+"""spark-gate: verify a bundle, decide a canary stage from one, roll a release back, make a
+signing key, drive the embedded sandbox."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:
+    from pytest_spark.config import Target
 
 COMMANDS_ENTRY_POINT = "spark_gate.commands"
 DECIDE_HELP = "promote, hold or rollback a canary stage from its signed bundle (exit 0, 1, 2)"
@@ -67,9 +70,10 @@ def verify(args: argparse.Namespace) -> int:
     print(
         f"OK {bundle}: release {result.fact('release')}, gate {result.fact('gate')}, "
         f"verdict {result.fact('verdict')}, run {result.fact('run_id')}, "
-        f"signed by {result.key_fingerprint} ({result.signing_mode}, {pinned})\n"
-        f"  checklist: {checklist.get('uri', '?')} sha256:{result.checklist_sha256}"
+        f"signed by {result.key_fingerprint} ({result.signing_mode}, {pinned})"
     )
+    if checklist:  # a rollback record is decided by no checklist
+        print(f"  checklist: {checklist.get('uri', '?')} sha256:{result.checklist_sha256}")
     if result.signing_mode == DEV_SIGNED:
         print("  note: dev-signed: integrity only, not a release signature")
     if not result.key_pinned:
@@ -150,6 +154,70 @@ def keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+ROLLBACK_DESCRIPTION = (
+    "Move the release's traffic back to the previous release: pre-checks, a snapshot before, "
+    "the switch, confirmation, a snapshot after, a notification and a signed record in "
+    "<evidence dir>/<release>/rollback-<UTC>/. Exit 0 only when every step passed within "
+    "5 minutes. --dry-run does everything but the switch."
+)
+
+
+def rollback(args: argparse.Namespace) -> int:
+    import re
+
+    from pytest_spark.rollback import Deployment, Rollback, RollbackRequest
+    from pytest_spark.signing import SigningKeyError, load_signing_key
+
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", args.reason):
+        print(f"spark-gate rollback: --reason {args.reason!r}: one word such as "
+              "p95_breach or t02_5xx", file=sys.stderr)  # fmt: skip
+        return 2
+    try:
+        target = _rollback_target(args.spark_target)
+        key = load_signing_key(args.signing_key, Path.cwd())
+    except (LookupError, SigningKeyError) as exc:
+        print(f"spark-gate rollback: {exc}", file=sys.stderr)
+        return 2
+    ops_dir = Path(args.ops_dir or target.endpoints.get("ops_dir") or "ops")
+    request = RollbackRequest(args.release, args.reason, args.stage, args.to, args.dry_run)
+    run = Rollback(request, Deployment.of(target), ops_dir, Path(args.evidence_dir), key,
+                   say=print).run()  # fmt: skip
+    print(run.text(), end="")
+    if run.record_dir is not None:
+        print(f"record: {run.record_dir}")
+    return 0 if run.ok else 1
+
+
+def _rollback_target(spec: str | None) -> Target:
+    """The target file's deployment, or the sandbox `spark-gate sandbox up` left running."""
+    import pytest
+
+    from pytest_spark.config import load_target
+
+    if spec:
+        try:
+            return load_target(spec, Path.cwd())
+        except pytest.UsageError as exc:
+            raise LookupError(str(exc)) from None
+    import importlib
+
+    from pytest_spark.config import SANDBOX, Target
+    from pytest_spark.targets import PROVIDERS
+
+    # The sandbox's provider, named like the plugin names it: the core never imports it.
+    try:
+        provider = importlib.import_module(PROVIDERS[SANDBOX][1])
+    except ImportError:  # a gate installed for staging only has no sandbox
+        found = None
+    else:
+        found = provider.running_target()
+    if not isinstance(found, Target):
+        raise LookupError(
+            "no target: pass --spark-target FILE, or start the sandbox with `spark-gate sandbox up`"
+        )
+    return found
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="spark-gate", description="Spark release gate: evidence bundles and the sandbox"
@@ -178,6 +246,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=verify)
     p = sub.add_parser("decide", help=DECIDE_HELP, description=DECIDE_DESCRIPTION)
     add_decide_arguments(p)
+    p = sub.add_parser(
+        "rollback", help="roll a release back to the previous one, with signed evidence",
+        description=ROLLBACK_DESCRIPTION,
+    )  # fmt: skip
+    p.add_argument("--release", required=True, help="the release rolled back, e.g. v1.4.0")
+    p.add_argument("--reason", required=True, help="one word: p95_breach, t02_5xx, drill ...")
+    p.add_argument("--stage", type=int, required=True, help="the canary stage (percent), e.g. 25")
+    p.add_argument("--to", help="the previous version (default: what the stable track serves)")
+    p.add_argument("--dry-run", action="store_true", help="everything but the switch")
+    p.add_argument("--spark-target", help="target TOML file (default: the running sandbox)")
+    p.add_argument("--ops-dir", help="the ops artefacts (default: the target's, or ops/)")
+    p.add_argument("--evidence-dir", default="reports", help="where the record goes")
+    p.add_argument("--signing-key", help="PEM file or env:VAR (default: an ephemeral dev key)")
+    p.set_defaults(func=rollback)
     p = sub.add_parser("keygen", help="create an ed25519 signing key pair")
     p.add_argument("out", help="private key file to write; the public key goes beside it")
     p.add_argument("--force", action="store_true", help="overwrite an existing key")

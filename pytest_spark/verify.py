@@ -135,7 +135,10 @@ def verify_bundle(
         return result
     subjects = _subjects(statement, result)
     _check_tree(root, subjects, result)
-    _check_predicate(root, subjects, result)
+    if result.spark.get("gate") == ROLLBACK_RECORD:
+        _check_rollback_record(root, result)
+    else:
+        _check_predicate(root, subjects, result)
     if release is not None and result.fact("release") != release:
         result.problems.append(
             f"signed for release {result.fact('release')}, not {release} (--release): this "
@@ -289,6 +292,38 @@ def _check_tree(root: Path, subjects: Mapping[str, str], result: Verification) -
             )
 
 
+# What `spark-gate rollback` signs in place of a gate's name: a record, not a verdict.
+ROLLBACK_RECORD = "rollback"
+ROLLBACK_OUTCOMES = ("REHEARSED", "ROLLED BACK", "FAILED")
+
+
+def _check_rollback_record(root: Path, result: Verification) -> None:
+    """A rollback record (``rollback-<UTC>/``): its facts, its signer and its name."""
+    outcome = result.fact("verdict")
+    if outcome not in ROLLBACK_OUTCOMES:
+        result.problems.append(f"{ENVELOPE}: the signed rollback outcome {outcome!r} is unknown")
+    if not isinstance(result.predicate.get("rollback"), dict):
+        result.problems.append(f"{ENVELOPE}: the signed rollback record is missing")
+    _check_signer(result)
+    if root.name != result.fact("run_id"):
+        result.problems.append(
+            f"the record directory is named {root.name} but its signed name is "
+            f"{result.fact('run_id')}: keep the directory's name"
+        )
+
+
+def _check_signer(result: Verification) -> None:
+    signing = result.predicate.get("signing")
+    claimed = signing.get("key_fingerprint") if isinstance(signing, dict) else None
+    if result.signing_mode not in (DEV_SIGNED, RELEASE_SIGNED):
+        result.problems.append(f"{ENVELOPE}: the statement names no signing mode")
+    if claimed != result.key_fingerprint:
+        result.problems.append(
+            f"{ENVELOPE}: the statement says it was signed by {claimed} but the signature "
+            f"verifies with {result.key_fingerprint}"
+        )
+
+
 def _check_predicate(root: Path, subjects: Mapping[str, str], result: Verification) -> None:
     predicate, spark = result.predicate, result.spark
     absent = [f for f in SIGNED_FACTS if result.fact(f) == "?"]
@@ -309,15 +344,7 @@ def _check_predicate(root: Path, subjects: Mapping[str, str], result: Verificati
             f"{ENVELOPE}: the signed result {predicate.get('result')!r} contradicts the signed "
             f"verdict {verdict}"
         )
-    signing = predicate.get("signing")
-    claimed = signing.get("key_fingerprint") if isinstance(signing, dict) else None
-    if result.signing_mode not in (DEV_SIGNED, RELEASE_SIGNED):
-        result.problems.append(f"{ENVELOPE}: the statement names no signing mode")
-    if claimed != result.key_fingerprint:
-        result.problems.append(
-            f"{ENVELOPE}: the statement says it was signed by {claimed} but the signature "
-            f"verifies with {result.key_fingerprint}"
-        )
+    _check_signer(result)
     run_id = result.fact("run_id")
     if root.name != run_id:
         result.problems.append(

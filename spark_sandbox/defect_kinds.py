@@ -76,6 +76,20 @@ class OutboxDefect(Defect):
 
 
 @dataclass(frozen=True, kw_only=True)
+class RollbackDeployerDefect(Defect):
+    """The deployment as a rollback finds it: where the deployer sends the traffic back to
+    (``rollback_track``), and whether the stable track serves an older release at all."""
+
+    layer: ClassVar[str] = "deployer"
+    rollback_track: str = "stable"
+    stable_is_previous_release: bool = True
+
+    def apply(self, blueprint: Blueprint) -> None:
+        blueprint.rollback_track = self.rollback_track
+        blueprint.stable_is_previous_release = self.stable_is_previous_release
+
+
+@dataclass(frozen=True, kw_only=True)
 class PoolModeDefect(Defect):
     layer: ClassVar[str] = "pgbouncer"
     pool: str

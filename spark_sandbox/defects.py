@@ -36,6 +36,7 @@ from spark_sandbox.defect_kinds import (
     OutboxDefect,
     PoolModeDefect,
     ReleasedEnvironmentDefect,
+    RollbackDeployerDefect,
     ScrapeTargetDownDefect,
     SilencedAlertDefect,
     UnappliedMigrationDefect,
@@ -64,6 +65,10 @@ class Blueprint:
     stable_app_defects: list[str] = field(default_factory=list)
     # Switches of the outbox publisher and the event consumer (their SPARK_DEFECTS).
     outbox_defects: list[str] = field(default_factory=list)
+    # Where the deployer's rollback sends the traffic (the track serving the previous release),
+    # and whether the stable track still serves an older version than the canary.
+    rollback_track: str = "stable"
+    stable_is_previous_release: bool = True
     pool_modes: dict[str, str] = field(default_factory=lambda: dict(HEALTHY_POOL_MODES))
     ntp_offset_s: float = 0.0
     skip_last_migration: bool = False
@@ -332,6 +337,19 @@ _DEFECT_LIST: tuple[Defect, ...] = (
         description="the publisher marks an event published when its delivery failed (and "
         "the consumer sheds each event's first delivery with 503, so every event fails once)",
         breaks=breaks_of(G09={"probe_event_deliveries", "events_missing"}),
+    ),
+    # G05 rollback readiness: what the dry run's pre-checks read before anything moves.
+    RollbackDeployerDefect(
+        name="no_previous_release",
+        description="the stable track serves this very release: there is nothing to roll back to",
+        breaks=breaks_of(G05={"rollback_precheck_problems", "rollback_steps_failed"}),
+        stable_is_previous_release=False,
+    ),
+    RollbackDeployerDefect(
+        name="deployer_does_not_switch",
+        description="the deployer's rollback points the traffic at the canary it rolls back from",
+        breaks=breaks_of(G05={"rollback_precheck_problems", "rollback_steps_failed"}),
+        rollback_track="canary",
     ),
     # G04 backups. Nothing archived: the drill's restore never opens, its data goes unmeasured.
     UnmountedWalArchiveDefect(

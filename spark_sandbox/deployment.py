@@ -323,7 +323,8 @@ def stable_api_env(plan: Plan) -> dict[str, str]:
         **_api_wiring(plan),
         "SPARK_TRACK": STABLE_TRACK,
         "SPARK_DEFECTS": ",".join(sorted(plan.blueprint.stable_app_defects)),
-        "SPARK_BUILD_VERSION": f"{installed_version()}{PREVIOUS_RELEASE_SUFFIX}",
+        "SPARK_BUILD_VERSION": installed_version()
+        + (PREVIOUS_RELEASE_SUFFIX if plan.blueprint.stable_is_previous_release else ""),
     }
 
 
@@ -440,4 +441,10 @@ def endpoints_of(plan: Plan, pids: Mapping[str, int]) -> Endpoints:
             "pgbouncer_admin_password": bouncer.admin_password,
         },
         toxiproxy_token=plan.values["toxiproxy_token"],
+        rollback_upstream=f"{HOST}:{plan.ports[ROLLBACK_SERVICES[plan.blueprint.rollback_track]]}",
     )
+
+
+# The API service serving each track: a rollback moves the fault proxy's spark_api upstream.
+ROLLBACK_SERVICES = {CANARY_TRACK: "api", STABLE_TRACK: "api_stable"}
+ROLLBACK_PROXY = "spark_api"

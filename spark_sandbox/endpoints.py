@@ -15,7 +15,8 @@ same API without this release's defects, reached directly; its page is ``stable_
 artefacts this deployment serves), ``run_dir``, ``defects``, ``pids`` (service name -> pid;
 each service leads its own process group), the release it ships as a build pipeline would
 name it (``artifact_path``, ``sbom_path``, ``provenance_path``), and its credentials
-(``passwords`` by key, ``toxiproxy_token``: the fault proxy's per-run bearer token).
+(``passwords`` by key, ``toxiproxy_token``: the fault proxy's per-run bearer token), and
+``rollback_upstream`` (where a rollback points the fault proxy's ``spark_api``).
 """
 
 from __future__ import annotations
@@ -70,6 +71,9 @@ class Endpoints:
     # only where these are masked. Kept out of repr() like the token.
     passwords: Mapping[str, str] = field(default_factory=dict, repr=False)
     toxiproxy_token: str = field(default="", repr=False)
+    # host:port the deployer's rollback points the fault proxy's spark_api at: the stable
+    # track, which serves the previous release.
+    rollback_upstream: str = ""
 
     @property
     def stable_web_url(self) -> str:
@@ -80,6 +84,12 @@ class Endpoints:
         """Where the on-call receiver's notifications are read back (G07): the alert sink's
         ``GET /alerts``, since the sandbox points every receiver's webhook at the sink."""
         return f"{self.alert_sink_url}/alerts"
+
+    @property
+    def rollback_webhook_url(self) -> str:
+        """Where a rollback's Slack-compatible notification goes: the alert sink's message log
+        (``GET /messages`` reads it back)."""
+        return f"{self.alert_sink_url}/messages"
 
     def secrets(self) -> dict[str, str]:
         """The credentials this sandbox created, by key: what a gate run must redact."""

@@ -129,6 +129,19 @@ def open_sandbox(
         sandbox.stop()
 
 
+def running_target() -> Target | None:
+    """The sandbox ``spark-gate sandbox up`` left running, as a target; None without one."""
+    from spark_sandbox.state import find_running
+
+    running = find_running()
+    if running is None:
+        return None
+    from pytest_spark.config import Target
+
+    target = Target(name=SANDBOX_KIND, kind=SANDBOX_KIND)
+    return as_target(target, running, f"the running sandbox {running.run_dir}")
+
+
 def as_target(target: Target, endpoints: Endpoints, note: str) -> Target:
     """The run's target with the sandbox's endpoints, its credentials as secrets, and facts
     about this deployment (run dir, defects, pids) as settings.
@@ -138,6 +151,7 @@ def as_target(target: Target, endpoints: Endpoints, note: str) -> Target:
     target label ``track`` that ``canary_selector`` / ``stable_selector`` match (a real
     target file names its own matchers). So is G04's local restore environment (``pitr_*``):
     the drill restores on this host, beside the sandbox, never over it."""
+    from spark_sandbox.deployment import ROLLBACK_PROXY
     from spark_sandbox.endpoints import CANARY_TRACK, STABLE_TRACK
     from spark_sandbox.services import postgres
 
@@ -151,6 +165,10 @@ def as_target(target: Target, endpoints: Endpoints, note: str) -> Target:
         "stable_web_url": endpoints.stable_web_url,
         "canary_selector": f'track="{CANARY_TRACK}"',
         "stable_selector": f'track="{STABLE_TRACK}"',
+        # G05: the deployer's rollback moves the fault proxy's spark_api upstream to
+        # rollback_upstream (the stable track), and notifies the alert sink's message log.
+        "rollback_proxy": ROLLBACK_PROXY,
+        "rollback_webhook_url": endpoints.rollback_webhook_url,
         # G04's restore drill runs here, on this host: the sandbox's PostgreSQL binaries, the
         # user its server runs as, its WAL archive and a scratch folder that user may write.
         "pitr_postgres_bin_dir": str(postgres.PG_BIN),

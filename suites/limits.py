@@ -248,6 +248,14 @@ class G07Limits:
 
 
 @dataclass(frozen=True)
+class G05Limits:
+    rollback_dry_run_s: float
+    rollback_precheck_problems: float
+    rollback_snapshot_problems: float
+    rollback_steps_failed: float
+
+
+@dataclass(frozen=True)
 class G09Limits:
     probe_delivery_s: float
     probe_event_deliveries_at_least: float
@@ -266,6 +274,7 @@ class G09Limits:
 
 @dataclass(frozen=True)
 class GoNoGoLimits:
+    g05: G05Limits = field(metadata=ops_key("G05"))
     g07: G07Limits = field(metadata=ops_key("G07"))
     g09: G09Limits = field(metadata=ops_key("G09"))
 

@@ -143,6 +143,11 @@ class ToxiproxyClient:
         body = {"enabled": enabled}
         return Proxy.from_json(self._request("POST", f"/proxies/{name}", json=body).json())
 
+    def set_upstream(self, name: str, upstream: str) -> Proxy:
+        """Point the proxy at another ``host:port``; new connections go there."""
+        body = {"upstream": upstream}
+        return Proxy.from_json(self._request("POST", f"/proxies/{name}", json=body).json())
+
     def delete_proxy(self, name: str) -> None:
         self._request("DELETE", f"/proxies/{name}")
 

@@ -9,6 +9,8 @@ Call::
 Run alone: ``python -m spark_sandbox.services.alert_sink --host 127.0.0.1 --port P``.
 ``POST /alerts`` takes an Alertmanager webhook payload and stores each of its alerts,
 ``GET /alerts`` lists them as JSON, ``DELETE /alerts`` forgets them, ``GET /health`` answers ok.
+``POST /messages`` takes a Slack-compatible incoming-webhook message (``{"text": ...}``, what a
+rollback notifies), ``GET /messages`` lists them.
 
 The standard library's ``http.server`` is enough: the sink sees a handful of posts per run,
 needs no ASGI stack, and starts in a few tens of milliseconds.
@@ -67,6 +69,8 @@ class AlertLog:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._alerts: list[dict[str, Any]] = []
+        # Chat messages posted to /messages (a rollback's notification), oldest first.
+        self._messages: list[dict[str, Any]] = []
 
     def record(self, payload: dict[str, Any]) -> int:
         now = time.time()
@@ -88,6 +92,14 @@ class AlertLog:
         with self._lock:
             return list(self._alerts)
 
+    def record_message(self, payload: dict[str, Any]) -> None:
+        with self._lock:
+            self._messages.append({**payload, "receivedAtUnix": time.time()})
+
+    def messages(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._messages)
+
     def clear(self) -> None:
         with self._lock:
             self._alerts.clear()
@@ -101,11 +113,13 @@ class AlertSinkHandler(BaseHTTPRequestHandler):
             self.send_json(200, {"status": "ok", "service": "alert_sink"})
         elif self.path == "/alerts":
             self.send_json(200, self.server.alert_log.all())
+        elif self.path == "/messages":
+            self.send_json(200, self.server.alert_log.messages())
         else:
             self.send_json(404, {"error": f"no such path {self.path}"})
 
     def do_POST(self) -> None:
-        if self.path != "/alerts":
+        if self.path not in ("/alerts", "/messages"):
             self.send_json(404, {"error": f"no such path {self.path}"})
             return
         length = int(self.headers.get("Content-Length") or 0)
@@ -116,6 +130,14 @@ class AlertSinkHandler(BaseHTTPRequestHandler):
             payload = json.loads(self.rfile.read(length) or b"{}")
         except json.JSONDecodeError as exc:
             self.send_json(400, {"error": f"not JSON: {exc}"})
+            return
+        if self.path == "/messages":
+            # A Slack-compatible incoming webhook: a JSON object with a non-empty "text".
+            if not isinstance(payload, dict) or not str(payload.get("text") or "").strip():
+                self.send_json(400, {"error": 'expected {"text": "..."}'})
+                return
+            self.server.alert_log.record_message(payload)
+            self.send_json(200, {"ok": True})
             return
         if not isinstance(payload, dict):
             self.send_json(400, {"error": "expected an Alertmanager webhook object"})

