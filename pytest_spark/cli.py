@@ -218,6 +218,28 @@ def _rollback_target(spec: str | None) -> Target:
     return found
 
 
+def release_notes(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from pytest_spark.canary_plan import load_plan
+    from pytest_spark.release_notes import ReleaseNotesError, render
+
+    public = Path(args.key).read_bytes() if args.key else None
+    release_dir = Path(args.bundles) / args.release
+    ops_dir = Path(args.ops_dir)
+    try:
+        text = render(release_dir, ops_dir, load_plan(ops_dir), public, dt.date.today())
+    except ReleaseNotesError as exc:
+        for problem in exc.problems:
+            print(f"spark-gate release-notes: {problem}", file=sys.stderr)
+        print(f"no release notes written: {len(exc.problems)} problem(s)", file=sys.stderr)
+        return 1
+    out = Path(args.out) if args.out else release_dir / f"RELEASE-NOTES-{args.release}.md"
+    out.write_text(text, encoding="utf-8")
+    print(f"release notes: {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="spark-gate", description="Spark release gate: evidence bundles and the sandbox"
@@ -260,6 +282,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--evidence-dir", default="reports", help="where the record goes")
     p.add_argument("--signing-key", help="PEM file or env:VAR (default: an ephemeral dev key)")
     p.set_defaults(func=rollback)
+    p = sub.add_parser(
+        "release-notes", help="render the release notes from the bundles that verify",
+        description="Render ops/release-notes-template.md from the release's verified bundles "
+        "and rollback records; write nothing (exit 1) when anything does not verify, a stage "
+        "is missing without a rollback, or a remaining risk has no owner or is overdue.",
+    )  # fmt: skip
+    p.add_argument("--release", required=True, help="the release, e.g. v1.4.0")
+    p.add_argument("--bundles", default="reports", help="the evidence dir holding <release>/")
+    p.add_argument("--key", help="the release public key (PEM) every bundle must be signed with")
+    p.add_argument("--ops-dir", default="ops", help="the plan, template and risks (default ops/)")
+    p.add_argument("--out", help="where to write (default <bundles>/<release>/RELEASE-NOTES-*.md)")
+    p.set_defaults(func=release_notes)
     p = sub.add_parser("keygen", help="create an ed25519 signing key pair")
     p.add_argument("out", help="private key file to write; the public key goes beside it")
     p.add_argument("--force", action="store_true", help="overwrite an existing key")

@@ -7,9 +7,10 @@ module first runs a release through its GO/NO-GO gate and all five stages, in on
 dir, and each defect's case then judges stage 25 % on a copy of that evidence.
 
 The release here is gated with a copy of the checklist whose ``go_nogo`` gate holds G08 and
-G10 only: the other GO/NO-GO items have their own proofs, and several are not measured yet,
-so the full gate cannot be GO today; a stage must be decided with the same checklist as the
-verdict it builds on (S7 checks the digest), so the stages use the same copy.
+G10 only: the other GO/NO-GO items have their own proofs (the whole gate as typed is in
+test_healthy_gates.py), and this keeps the rollout a minute shorter; a stage must be decided
+with the same checklist as the verdict it builds on (S7 checks the digest), so the stages use
+the same copy. The release notes are rendered from this rollout's evidence.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +28,12 @@ import pytest
 from gate_runner import REPO, GateOutcome, gate_as_typed, run_gate
 from test_defect_matrix import CANARY_GROUP, CANARY_ITEMS, GROUPS, assert_breaks_exactly
 
+from pytest_spark.config import Target
+from pytest_spark.rollback import Deployment, Rollback, RollbackRequest
+from pytest_spark.signing import load_signing_key
 from spark_sandbox.defects import DEFECTS, Defect
+from spark_sandbox.plugin import as_target
+from spark_sandbox.sandbox import Sandbox
 
 # Alone on the machine (make test runs `-m solo` after the parallel part): a stage is judged
 # on latency (S1 < 200 ms, T08's p95 > 200 ms while idle), which two gates and a browser
@@ -205,3 +212,67 @@ def test_the_canary_gate_as_typed_on_a_fresh_release(tmp_path: Path) -> None:
     assert run.items["S6"]["status"] == "INCONCLUSIVE", run.items["S6"]
     assert "no signed baseline" in run.items["S6"]["reason"], run.items["S6"]
     assert run.broken(["S7"]) == {"S7": frozenset({"previous_stage_not_go"})}, run.tail
+
+
+def _rehearse_rollback(evidence: Path) -> None:
+    """One rehearsed rollback of the release: `spark-gate rollback --dry-run`'s own code
+    against a sandbox of its own, its signed record written beside the stage bundles."""
+    root = Path(tempfile.mkdtemp(prefix="spark-sandbox-notes-"))
+    root.chmod(0o755)  # the postgres user must reach the run root
+    sandbox = Sandbox(run_root=root)
+    try:
+        target = as_target(Target(name="sandbox", kind="sandbox"), sandbox.start(), "notes")
+        request = RollbackRequest("dev", "drill", DEFECT_STAGE, dry_run=True)
+        key = load_signing_key(None, REPO)
+        run = Rollback(request, Deployment.of(target), REPO / "ops", evidence, key).run()
+        assert run.ok, run.text()
+    finally:
+        sandbox.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def release_notes(evidence: Path, ops_dir: Path, out: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pytest_spark.cli", "release-notes", "--release", "dev",
+         "--bundles", str(evidence), "--ops-dir", str(ops_dir), "--out", str(out)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def test_release_notes_render_only_from_evidence_that_verifies(
+    rollout: Rollout, tmp_path: Path
+) -> None:
+    assert list(rollout.stages) == list(STAGES), "no healthy rollout"
+    evidence = copy_evidence(rollout, tmp_path)
+    _rehearse_rollback(evidence)
+    out = tmp_path / "RELEASE-NOTES.md"
+    done = release_notes(evidence, REPO / "ops", out)
+    assert done.returncode == 0, done.stderr
+    notes = out.read_text()
+    for percent in STAGES:
+        assert re.search(rf"^\| {percent} % \| \S+ \| window \d+ s ending \S+ \| GO \| 6/6 \|$",
+                         notes, re.M), notes  # fmt: skip
+    assert re.search(r"^\| 1 % \| S1 API p95 \| [\d.]+ ms \| < 200 \|$", notes, re.M), notes
+    assert "| drill | rehearsal: REHEARSED |" in notes
+    assert "| R1 |" in notes and "platform-sre" in notes
+    assert re.search(r"^\| `\S+/verdict.json` \| `[0-9a-f]{64}` \|$", notes, re.M)
+
+    # Fail closed, writing nothing: a risk nobody owns ...
+    ops = tmp_path / "ops"
+    shutil.copytree(REPO / "ops", ops)
+    risks = ops / "remaining-risks.toml"
+    risks.write_text(risks.read_text().replace('owner = "platform-sre"', 'owner = ""', 1))
+    refused = release_notes(evidence, ops, tmp_path / "no-owner.md")
+    assert refused.returncode == 1 and "risk R1: no owner" in refused.stderr
+    assert not (tmp_path / "no-owner.md").exists()
+    # ... a bundle that does not verify ...
+    stage_50 = evidence / "dev" / rollout.stages[50].bundle.name
+    (stage_50 / "checks.jsonl").write_text("{}\n")
+    tampered = release_notes(evidence, REPO / "ops", tmp_path / "tampered.md")
+    assert tampered.returncode == 1 and f"{stage_50.name} does not verify" in tampered.stderr
+    # ... and, once it is gone, a stage missing with no rollback to explain it.
+    shutil.rmtree(stage_50)
+    missing = release_notes(evidence, REPO / "ops", tmp_path / "missing.md")
+    assert missing.returncode == 1
+    assert "stage 50 % has no verified bundle and no rollback explains it" in missing.stderr
+    assert not any((tmp_path / n).exists() for n in ("tampered.md", "missing.md"))
