@@ -6,8 +6,8 @@ The steps, in order; a rollback passes (exit 0) only when all pass within five m
 1. pre-checks: the version serving now is read from the deployment (``api_url``), the previous
    one is ``--to`` or what the stable track serves (``stable_api_url``), and they differ; the
    deployer is configured and, when it is the fault proxy, its destination serves the previous
-   release; the stage is in the canary plan; a notification webhook is configured. A failed
-   pre-check switches nothing.
+   release; every migration since the previous release is additive; the stage is in the canary
+   plan; a notification webhook is configured. A failed pre-check switches nothing.
 2. a snapshot before: the six stage metrics on both tracks, the headroom, the rollback
    triggers pending or firing, the serving version (``metrics_before_rollback_<UTC>.txt``);
 3. the switch: the target's ``rollback_command`` (a template: ``{release}``, ``{to}``,
@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pytest_spark.canary_plan import load_plan
-from pytest_spark.config import Target
+from pytest_spark.config import Target, TargetConfigError
 from pytest_spark.signing import SigningKey, sign_bundle
 from pytest_spark.verify import ROLLBACK_RECORD
 
@@ -43,6 +43,14 @@ BUDGET_S = 300.0
 CONFIRM_TIMEOUT_S = 120.0
 STEPS = ("pre-checks", "before snapshot", "switch", "confirmation", "after snapshot",
          "notification", "record")  # fmt: skip
+
+
+# Keys a rollback reads when the target has them (docs/rollback.md).
+OPTIONAL_KEYS = (
+    "stable_api_url", "rollback_webhook_url", "rollback_command", "toxiproxy_url",
+    "rollback_proxy", "rollback_upstream", "canary_selector", "stable_selector",
+    "previous_release_migration", "migrations_dir",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -70,10 +78,20 @@ class Deployment:
     upstream: str = ""
     canary_selector: str = 'track="canary"'
     stable_selector: str = 'track="stable"'
+    # The newest migration the previous release shipped with, and where the migrations are.
+    previous_release_migration: str = ""
+    migrations_dir: str = ""
 
     @classmethod
     def of(cls, target: Target) -> Deployment:
-        e = target.endpoints
+        def optional(key: str) -> str:
+            """An endpoint, or a secret (a chat webhook URL carries its token)."""
+            try:
+                return target.require(key)
+            except TargetConfigError:
+                return ""
+
+        e = {key: optional(key) for key in OPTIONAL_KEYS}
         return cls(
             name=target.name,
             api_url=target.require("api_url"),
@@ -82,11 +100,13 @@ class Deployment:
             webhook_url=e.get("rollback_webhook_url", ""),
             command=e.get("rollback_command", ""),
             toxiproxy_url=e.get("toxiproxy_url", ""),
-            toxiproxy_token=target.secrets.get("toxiproxy_token", ""),
+            toxiproxy_token=optional("toxiproxy_token"),
             proxy=e.get("rollback_proxy", ""),
             upstream=e.get("rollback_upstream", ""),
             canary_selector=e.get("canary_selector") or cls.canary_selector,
             stable_selector=e.get("stable_selector") or cls.stable_selector,
+            previous_release_migration=e.get("previous_release_migration", ""),
+            migrations_dir=e.get("migrations_dir", ""),
         )
 
     def switch_text(self, request: RollbackRequest, to: str) -> str:
@@ -259,6 +279,7 @@ class Rollback:
         else:
             problems.append("no deployer: set rollback_command (or rollback_proxy and "
                             "rollback_upstream with toxiproxy_url)")  # fmt: skip
+        problems += self._migration_problems()
         plan = load_plan(self.ops_dir)
         if plan.stage(r.stage) is None:
             problems.append(f"stage {r.stage} % is not in the canary plan {plan.percents}")
@@ -266,8 +287,20 @@ class Rollback:
             problems.append("no rollback_webhook_url: a rollback nobody hears of is a failure")
         if problems:
             return Failure("; ".join(problems))
-        # Not checked yet: that the migrations since the previous release are additive only.
         return f"serving {state.serving}, previous {state.previous}, stage {r.stage} % planned"
+
+    def _migration_problems(self) -> list[str]:
+        """The previous release's code runs on today's schema after the switch: every
+        migration it did not ship with must be additive."""
+        from pytest_spark.probes.migrations import non_additive_since
+
+        d = self.deployment
+        if not (d.migrations_dir and d.previous_release_migration):
+            return ["cannot tell whether the migrations since the previous release are additive:"
+                    " set migrations_dir and previous_release_migration"]  # fmt: skip
+        return [f"non-additive migration since the previous release: {finding}"
+                for finding in non_additive_since(Path(d.migrations_dir),
+                                                  d.previous_release_migration)]  # fmt: skip
 
     def _snapshot(self, when: str) -> str | Failure:
         from pytest_spark.rollback_snapshot import snapshot_text

@@ -15,6 +15,7 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -142,6 +143,10 @@ def running_target() -> Target | None:
     return as_target(target, running, f"the running sandbox {running.run_dir}")
 
 
+def newest_migration(migrations_dir: Path) -> str:
+    return max((p.name for p in migrations_dir.iterdir() if p.is_dir()), default="")
+
+
 def as_target(target: Target, endpoints: Endpoints, note: str) -> Target:
     """The run's target with the sandbox's endpoints, its credentials as secrets, and facts
     about this deployment (run dir, defects, pids) as settings.
@@ -169,6 +174,8 @@ def as_target(target: Target, endpoints: Endpoints, note: str) -> Target:
         # rollback_upstream (the stable track), and notifies the alert sink's message log.
         "rollback_proxy": ROLLBACK_PROXY,
         "rollback_webhook_url": endpoints.rollback_webhook_url,
+        # Both tracks run one schema: the previous release shipped with every migration here.
+        "previous_release_migration": newest_migration(endpoints.migrations_dir),
         # G04's restore drill runs here, on this host: the sandbox's PostgreSQL binaries, the
         # user its server runs as, its WAL archive and a scratch folder that user may write.
         "pitr_postgres_bin_dir": str(postgres.PG_BIN),

@@ -225,3 +225,29 @@ def describe_history(on_disk: Sequence[DiskMigration], rows: Sequence[MigrationR
         state = "rolled back" if r.rolled_back else "finished" if r.finished else "FAILED"
         lines.append(f"  {r.migration_name} checksum={r.checksum} {state} started={r.started_at}")
     return "\n".join(lines)
+
+
+# --- rollback: what the previous release's code would meet ----------------------------------
+
+# Statements a rollback cannot survive: the previous release's code still reads what they
+# drop, rename or retype, or writes what a new constraint refuses (expand/contract: the
+# contracting half ships only once no release that needs the old shape can come back).
+DESTRUCTIVE = re.compile(
+    r"\b(DROP\s+(TABLE|COLUMN|TYPE|SCHEMA|VIEW)|RENAME\b|ALTER\s+COLUMN\s+\S+\s+"
+    r"(SET\s+DATA\s+TYPE|TYPE|SET\s+NOT\s+NULL)|TRUNCATE|DELETE\s+FROM)\b",
+    re.IGNORECASE,
+)
+SQL_COMMENT = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)
+
+
+def non_additive_since(migrations_dir: Path, since: str) -> list[str]:
+    """Each migration folder newer than ``since`` (names sort by their timestamp) with a
+    statement the previous release's code could not run against, as "folder: statement"."""
+    findings = []
+    for migration in read_disk_migrations(migrations_dir):
+        if migration.name <= since:
+            continue
+        script = (migrations_dir / migration.name / MIGRATION_FILE).read_text(encoding="utf-8")
+        for match in DESTRUCTIVE.finditer(SQL_COMMENT.sub(" ", script)):
+            findings.append(f"{migration.name}: {' '.join(match.group(0).split())}")
+    return findings

@@ -21,6 +21,7 @@ from pytest_spark.probes.serving import serving_version
 from pytest_spark.rollback import Deployment, Rollback, RollbackRequest
 from pytest_spark.signing import load_signing_key
 from spark_sandbox.endpoints import Endpoints
+from spark_sandbox.plugin import newest_migration
 from spark_sandbox.state import find_running
 
 REPO = Path(__file__).resolve().parents[2]
@@ -69,7 +70,8 @@ def test_a_deployer_that_does_not_switch_fails_the_confirmation(
     deployment = Deployment(
         name="sandbox", api_url=endpoints.api_url, prometheus_url=endpoints.prometheus_url,
         stable_api_url=endpoints.stable_api_url, webhook_url=endpoints.rollback_webhook_url,
-        command="true",
+        command="true", migrations_dir=str(endpoints.migrations_dir),
+        previous_release_migration=newest_migration(endpoints.migrations_dir),
     )  # fmt: skip
     monkeypatch.setattr(rollback_module, "CONFIRM_TIMEOUT_S", 3.0)
     request = RollbackRequest("v1", "p95_breach", 25)
