@@ -17,7 +17,7 @@ from decimal import Decimal
 import pytest
 
 from pytest_spark import CheckEvidence, Reach
-from pytest_spark.probes import money, orders
+from pytest_spark.probes import orders
 from pytest_spark.probes.postgres import Postgres
 from pytest_spark.probes.spark_api import (
     Answer,
@@ -33,15 +33,6 @@ from pytest_spark.probes.spark_api import (
 from suites.limits import Limits
 
 pytestmark = pytest.mark.go_nogo("G03")
-
-
-@pytest.fixture
-def tradable(reach: Reach, spark_api: SparkApi, listed_symbols: list[str]) -> tuple[str, Decimal]:
-    """A listed symbol and a price inside its band on the tick grid (its base price)."""
-    with reach("api_url"):
-        instrument = spark_api.instrument(listed_symbols[0])
-    [price] = money.aligned_prices_near(instrument.base_price, instrument.band, 1)
-    return instrument.symbol, price
 
 
 def _db(dsn: str, limits: Limits) -> Postgres:

@@ -18,7 +18,7 @@ from decimal import Decimal
 import pytest
 
 from pytest_spark import CheckEvidence, Reach
-from pytest_spark.probes import money, outbox
+from pytest_spark.probes import outbox
 from pytest_spark.probes.outbox import EventDelivery
 from pytest_spark.probes.postgres import Postgres
 from pytest_spark.probes.spark_api import SparkApi, Ticket, new_account, new_key
@@ -29,15 +29,6 @@ from suites.limits import G09Limits, Limits
 pytestmark = pytest.mark.go_nogo("G09")
 
 POLL_S = 0.2
-
-
-@pytest.fixture
-def tradable(reach: Reach, spark_api: SparkApi, listed_symbols: list[str]) -> tuple[str, Decimal]:
-    """A listed symbol and a price inside its band on the tick grid (its base price)."""
-    with reach("api_url"):
-        instrument = spark_api.instrument(listed_symbols[0])
-    [price] = money.aligned_prices_near(instrument.base_price, instrument.band, 1)
-    return instrument.symbol, price
 
 
 def _place(spark_api: SparkApi, ticket: Ticket) -> int:
