@@ -118,9 +118,10 @@ def send_orders(
             done, pending = await asyncio.wait(tasks, timeout=deadline_s)
             for task in pending:
                 task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
             shots = []
             for task, (_, key) in zip(tasks, orders, strict=True):
-                if task in done and task.exception() is None:
+                if task in done and not task.cancelled() and task.exception() is None:
                     shots.append(task.result())
                 else:
                     shots.append(Shot(key, time.time(), None, None, error="unanswered at deadline"))

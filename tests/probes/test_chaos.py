@@ -4,9 +4,14 @@ the steady-state findings, the journal's shape and the timeline's SVG."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
+from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +21,8 @@ import pytest
 from pytest_spark.config import load_target
 from pytest_spark.probes import chaos
 from pytest_spark.probes.chaos import FaultSpec, Journal, Scenario, SteadyState
-from pytest_spark.probes.chaos_load import Shot, probe_address
+from pytest_spark.probes.chaos_load import Shot, probe_address, send_orders
+from pytest_spark.probes.spark_api import Ticket
 from pytest_spark.probes.toxiproxy import ToxiproxyClient, ToxiproxyError
 from pytest_spark.targets import target_from_wire, target_to_wire
 
@@ -263,3 +269,54 @@ def test_a_wildcard_listen_address_is_probed_on_the_toxiproxy_host() -> None:
         26379,
     )
     assert probe_address("127.0.0.1:7000", "http://ignored:8474") == ("127.0.0.1", 7000)
+
+
+# --- keyed orders at a fixed rate, against a stand-in API -------------------------------------
+
+
+class StandIn(BaseHTTPRequestHandler):
+    """201 with an id; a key ending in 'busy' gets 503 + Retry-After; 'slow' answers late."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        key = self.headers["Idempotency-Key"].strip('"')
+        if key.endswith("slow"):
+            time.sleep(1.0)
+        status, body = (503, b"{}") if key.endswith("busy") else (201, b'{"id": 7}')
+        with contextlib.suppress(OSError):  # the slow one's client has gone by then
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            if status == 503:
+                self.send_header("Retry-After", "1")
+            self.end_headers()
+            self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def stand_in() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), StandIn)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def test_orders_go_out_open_loop_and_every_one_is_accounted_for(stand_in: str) -> None:
+    ticket = Ticket("acct", "THYAO", "buy", 1, Decimal("287.25"))
+    keys = [f"k{n}" for n in range(8)] + ["k-busy", "k-slow"]
+    started = time.monotonic()
+    shots = send_orders(stand_in, [(ticket, k) for k in keys], rate_per_s=20, timeout_s=0.5)
+    took = time.monotonic() - started
+    assert [s.key for s in shots] == keys
+    assert all(s.status == 201 and s.order_id == 7 for s in shots[:8])
+    assert (shots[8].status, shots[8].retry_after) == (503, "1")
+    assert shots[9].status is None and shots[9].server_error  # timed out: no answer
+    # Bounded: the schedule (0.5 s) plus one timeout plus the grace, not a request after another.
+    assert took < 10 / 20 + 0.5 + 1.0 + 0.5
