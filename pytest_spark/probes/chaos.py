@@ -210,7 +210,6 @@ class Journal:
         end = self.end or time.time()
         after = self.after
         return {
-            "chaoslib-version": None,
             "experiment": {"title": self.title, "item": self.item, "hypothesis": self.hypothesis},
             "status": self.status,
             "deviated": bool(after is not None and not after.met),
