@@ -332,13 +332,15 @@ def timeline_svg(
     fault: tuple[float, float] | None,
     latency_limit_ms: float | None,
 ) -> str:
-    """Three stacked charts over the scenario's time (seconds from its first order): each
-    order's latency, non-2xx answers per second, and the trigger's value (name, unit, Unix-time
-    points) with the fault's span as a 0/1 series."""
+    """Three stacked charts on one time axis (seconds from the scenario's first order): each
+    order's latency, non-2xx answers per second, and the trigger's value (name of at most a
+    dozen characters, unit, Unix-time points) with the fault's span as a step. Every chart
+    holds a point at both ends of the run, so their axes line up."""
     if not shots:
         return line_chart(title, "ms", {}, None)
     t0 = min(s.sent_at for s in shots)
     end = max(s.sent_at for s in shots) + 1
+    span = (0.0, end - t0)
     latency = [(s.sent_at - t0, s.latency_ms) for s in shots if s.latency_ms is not None]
     failed = per_second([s.sent_at for s in shots if not s.succeeded], t0, end)
     charts = [
@@ -348,13 +350,13 @@ def timeline_svg(
     if trigger is not None:
         name, unit, points = trigger
         series: dict[str, list[tuple[float, float]]] = {name: [(x - t0, y) for x, y in points]}
+        top = max([y for _, y in points] or [1.0])
+        step = [(span[0], 0.0), (span[1], 0.0)]
         if fault is not None:
-            top = max([y for _, y in points] or [1.0])
-            series["fault active"] = [
-                (fault[0] - t0, 0.0), (fault[0] - t0, top), (fault[1] - t0, top),
-                (fault[1] - t0, 0.0),
-            ]  # fmt: skip
-        charts.append(line_chart(f"{title}: {name}", unit, series, None))
+            on, off = fault[0] - t0, fault[1] - t0
+            step[1:1] = [(on - 0.001, 0.0), (on, top), (off, top), (off + 0.001, 0.0)]
+        series["fault"] = step
+        charts.append(line_chart(f"{title}: {name} (trigger)", unit, series, None))
     return _stacked(title, charts)
 
 

@@ -133,6 +133,12 @@ class ChaosRun:
         self.shots.extend(result[0])
         return result[0]
 
+    def sample_trigger(self, sample: Callable[[], float | None]) -> None:
+        """One reading of the trigger outside the fault, so the timeline shows its baseline."""
+        value = sample()
+        if self.trigger is not None and value is not None:
+            self.trigger[2].append((time.time(), value))
+
     def judge_before(self, before: SteadyState) -> None:
         """INCONCLUSIVE when the steady state does not hold before the fault: a scenario
         that starts unhealthy shows nothing about the fault."""

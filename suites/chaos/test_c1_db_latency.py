@@ -69,7 +69,8 @@ def _latency(run: ChaosRun, proxy: str) -> None:
     address = probe_address(run.proxy(proxy).listen, run.client.base_url)
     timeout_s = c1.latency_ms / 1000 * 4
     orders = run.orders("latency", math.ceil(c1.rate_per_s * run.fault_s))
-    run.trigger = ("DB round trip through the proxy", "ms", [])
+    run.trigger = ("DB round trip", "ms", [])
+    run.sample_trigger(lambda: pg_round_trip_ms(address, timeout_s))
     with run.scenario.fault(spec) as read_back:
         observed_ms = pg_round_trip_ms(address, timeout_s)
         shots = run.send_sampling(
@@ -77,6 +78,7 @@ def _latency(run: ChaosRun, proxy: str) -> None:
             lambda: pg_round_trip_ms(address, timeout_s), SAMPLE_EVERY_S,
         )  # fmt: skip
     removed_at = time.time()
+    run.sample_trigger(lambda: pg_round_trip_ms(address, timeout_s))
     shown = "no answer" if observed_ms is None else f"{observed_ms:.0f} ms"
     evidence.note(
         f"fault {spec.describe()} for {run.fault_s:g} s (+ the last answers): read back "

@@ -60,7 +60,8 @@ def _outage(run: ChaosRun, proxy: str) -> None:
     spec = FaultSpec("C4", proxy, "reset_peer", {"timeout": 0}, stream="upstream")
     address = probe_address(run.proxy(proxy).listen, run.client.base_url)
     orders = run.orders("outage", math.ceil(c4.rate_per_s * run.fault_s))
-    run.trigger = ("outbox events pending", "events", [])
+    run.trigger = ("pending events", "events", [])
+    run.sample_trigger(lambda: float(run.db.outbox_pending()))
     with run.scenario.fault(spec) as read_back:
         refused = http_reachable(address, PROBE_TIMEOUT_S)
         shots = run.send_sampling(
@@ -101,6 +102,7 @@ def _outage(run: ChaosRun, proxy: str) -> None:
         pause_s=0.25,
     )
     drain_s = time.time() - removed_at
+    run.sample_trigger(lambda: float(run.db.outbox_pending()))
     evidence.measure("backlog_drain_s", round(drain_s, 2) if drained.done else None, unit="s")
     if not drained.done:
         findings.append(f"backlog not drained: {drained.describe()}")
