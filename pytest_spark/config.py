@@ -17,7 +17,9 @@ import pytest
 
 SANDBOX = "sandbox"
 DEPLOYMENT = "deployment"
-TARGET_TABLES = frozenset({"target", "endpoints", "secrets", "settings"})
+TARGET_TABLES = frozenset({"target", "endpoints", "secrets", "settings", "chaos"})
+# [chaos] of a target file: the opt-in a non-loopback target needs before any fault is injected.
+CHAOS_KEYS = {"chaos_allowed": bool, "proxies": list}
 RELEASE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 # name -> (CLI flag, env var, ini key, help, default); ini keys are "spark_" + name.
@@ -90,6 +92,9 @@ class Target:
     # Credentials a target provider created (the sandbox's passwords and tokens), by key:
     # a check reaches them with require() like any endpoint, and the run redacts them.
     secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # [chaos]: ``chaos_allowed`` (bool) and ``proxies`` (the Toxiproxy proxies the chaos gate
+    # may put faults on); a non-loopback target without both is refused before any traffic.
+    chaos: Mapping[str, object] = field(default_factory=dict)
 
     @property
     def is_sandbox(self) -> bool:
@@ -294,6 +299,7 @@ def load_target(value: str, rootdir: Path) -> Target:
         raise pytest.UsageError(
             f"{path}: [settings] {unknown_settings} unknown; it takes {sorted(TARGET_SETTINGS)}"
         )
+    chaos = _chaos_table(raw.get("chaos", {}), path)
     leaked = [k for k in endpoints if re.search(r"://[^/@:]+:[^/@]+@", endpoints[k])]
     if leaked:
         raise pytest.UsageError(
@@ -320,4 +326,24 @@ def load_target(value: str, rootdir: Path) -> Target:
         endpoints=dict(endpoints),
         secret_env=dict(secrets),
         settings=dict(settings),
+        chaos=chaos,
     )
+
+
+def _chaos_table(chaos: object, path: Path) -> dict[str, object]:
+    """``[chaos]``: ``chaos_allowed = true`` and ``proxies = ["spark_db", ...]``, or nothing."""
+    if not isinstance(chaos, dict):
+        raise pytest.UsageError(f"{path}: [chaos] must be a table")
+    for key, value in chaos.items():
+        kind = CHAOS_KEYS.get(key)
+        if kind is None:
+            raise pytest.UsageError(
+                f"{path}: [chaos] {key!r} unknown; it takes chaos_allowed (true/false) and "
+                "proxies (the Toxiproxy proxy names the chaos gate may fault)"
+            )
+        if not isinstance(value, kind) or (
+            isinstance(value, list) and not all(isinstance(v, str) for v in value)
+        ):
+            wanted = "true or false" if kind is bool else "a list of proxy names"
+            raise pytest.UsageError(f"{path}: [chaos] {key} must be {wanted}")
+    return dict(chaos)

@@ -184,6 +184,7 @@ def target_to_wire(target: Target) -> dict[str, Any]:
         "secret_env": dict(target.secret_env),
         "secrets": dict(target.secrets),
         "settings": _plain(dict(target.settings)),
+        "chaos": _plain(dict(target.chaos)),
     }
 
 
@@ -197,6 +198,7 @@ def target_from_wire(data: dict[str, Any], loaded: Target) -> Target:
         secret_env=dict(data["secret_env"]),
         settings=dict(data["settings"]),
         secrets=dict(data["secrets"]),
+        chaos=dict(data.get("chaos") or {}),
     )
 
 

@@ -145,9 +145,29 @@ def sandbox_down(args: argparse.Namespace) -> int:
         # Like any "down": the wanted end state already holds, so a script may call it freely.
         print("no sandbox is running (no usable state file): nothing to stop")
         return 0
+    for removed in sweep_chaos_toxics(run.state.get("endpoints", {})):
+        print(f"removed leftover chaos toxic {removed}")
     run.tear_down(report=warn)
     print(f"stopped sandbox {run.record.run_dir}")
     return 0
+
+
+def sweep_chaos_toxics(endpoints: dict[str, Any]) -> list[str]:
+    """Remove the ``spark-chaos-`` toxics a killed chaos run left on the fault proxy, and say
+    which: the proxy goes down with the sandbox, but a fault nobody reports is a fault that
+    will be left behind on a real Toxiproxy one day."""
+    from pytest_spark.probes.chaos import sweep_leftovers
+    from pytest_spark.probes.toxiproxy import ToxiproxyClient, ToxiproxyError
+
+    url = endpoints.get("toxiproxy_url")
+    if not url:
+        return []
+    try:
+        with ToxiproxyClient(url, timeout=2.0, token=endpoints.get("toxiproxy_token")) as client:
+            return sweep_leftovers(client)
+    except ToxiproxyError as exc:
+        warn(f"could not look for leftover chaos toxics on the fault proxy: {exc}")
+        return []
 
 
 def print_endpoints(endpoints: dict[str, Any]) -> None:

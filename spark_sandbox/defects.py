@@ -11,7 +11,8 @@ consumer do), PgBouncer's pool modes, the NTP server's offset, the migration his
 database session (``db``), the ops artefacts and the live Prometheus/Alertmanager (``ops``),
 or the released environment (``supply_chain``). The services then read the blueprint; none
 of them asks for a defect by name. The kinds of defect are in :mod:`spark_sandbox.defect_kinds`,
-the canary stage's defects in :mod:`spark_sandbox.canary_defects`. Importing this module is
+the canary stage's defects in :mod:`spark_sandbox.canary_defects`, the chaos scenarios' in
+:mod:`spark_sandbox.chaos_defects`. Importing this module is
 cheap: what a defect runs is imported when it runs.
 """
 
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from spark_sandbox.canary_defects import CANARY_DEFECTS
+from spark_sandbox.chaos_defects import CHAOS_DEFECTS
 from spark_sandbox.defect_kinds import (
     RESTORED_DATABASE,
     AppDefect,
@@ -374,6 +376,8 @@ _DEFECT_LIST: tuple[Defect, ...] = (
         breaks=breaks_of(G07={"alert_delivery_s"}),
         receiver="spark-oncall",
     ),
+    # C1–C6 chaos: each breaks its scenario's hypothesis once the scenario's fault is active.
+    *CHAOS_DEFECTS,
 )
 DEFECTS: dict[str, Defect] = {d.name: d for d in _DEFECT_LIST}
 

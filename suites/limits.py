@@ -20,6 +20,7 @@ MONEY_FILE = "money.toml"
 CONTRACTS_FILE = "contracts.toml"
 GO_NOGO_FILE = "go_nogo.toml"
 BACKUP_FILE = "backup.toml"
+CHAOS_FILE = "chaos.toml"
 
 # --- ops/blind_spots.toml ---------------------------------------------------------------------
 
@@ -313,15 +314,81 @@ class BackupLimits:
     restore: RestoreRunbook
 
 
+# --- ops/chaos.toml ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChaosProxies:
+    api: str
+    db: str
+    feed: str
+    consumer: str
+
+
+@dataclass(frozen=True)
+class SteadyStateLimits:
+    requests: int
+    rate_per_s: float
+    request_timeout_s: float
+    p95_ms: float
+    server_errors: float
+    pending_events: float
+    settle_s: float
+
+
+@dataclass(frozen=True)
+class ChaosFindings:
+    steady_state_before_findings: float
+    hypothesis_findings: float
+    steady_state_after_findings: float
+    fault_observed_at_least: float
+
+
+@dataclass(frozen=True)
+class C1Limits:
+    latency_ms: int
+    fault_s: float
+    rate_per_s: float
+    observed_latency_fraction: float
+    slowest_answer_s: float
+    retry_s: float
+    recovery_s: float
+    recovery_p95_ms: float
+    recovery_probe_requests: int
+
+
+@dataclass(frozen=True)
+class C4Limits:
+    fault_s: float
+    rate_per_s: float
+    orders_refused: float
+    drain_s: float
+
+
+@dataclass(frozen=True)
+class ChaosSandbox:
+    fault_s: float
+
+
+@dataclass(frozen=True)
+class ChaosLimits:
+    proxies: ChaosProxies
+    steady_state: SteadyStateLimits
+    findings: ChaosFindings
+    c1: C1Limits = field(metadata=ops_key("C1"))
+    c4: C4Limits = field(metadata=ops_key("C4"))
+    chaos_sandbox: ChaosSandbox = field(metadata=ops_key("sandbox"))
+
+
 # --- all of them -------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class Limits(BlindSpotLimits, MoneyLimits, ContractLimits, GoNoGoLimits, BackupLimits):
-    """Every table of the five files under one name: ``limits.b1.ntp_offset_ms``,
+class Limits(BlindSpotLimits, MoneyLimits, ContractLimits, GoNoGoLimits, BackupLimits, ChaosLimits):
+    """Every table of the six files under one name: ``limits.b1.ntp_offset_ms``,
     ``limits.market.symbols``, ``limits.g03.concurrent_submissions``, ``limits.k1...``,
     ``limits.g07.alert_delivery_s``, ``limits.g04.segment_archived_s``,
-    ``limits.g09.outbox_lag_p99_s``."""
+    ``limits.g09.outbox_lag_p99_s``, ``limits.c1.latency_ms``."""
 
 
 def load_limits(ops_dir: Path) -> Limits:
@@ -332,6 +399,7 @@ def load_limits(ops_dir: Path) -> Limits:
         load_ops(ops_dir / CONTRACTS_FILE, ContractLimits),
         load_ops(ops_dir / GO_NOGO_FILE, GoNoGoLimits),
         load_ops(ops_dir / BACKUP_FILE, BackupLimits),
+        load_ops(ops_dir / CHAOS_FILE, ChaosLimits),
     ]
     tables = {f.name: getattr(part, f.name) for part in files for f in dataclasses.fields(part)}
     return Limits(**tables)

@@ -379,6 +379,24 @@ class Postgres:
         row = self.conn.execute(outbox.DELIVERY_SQL, (order_id,)).fetchone()
         return None if row is None else outbox.EventDelivery(order_id, *row)
 
+    def outbox_pending(self) -> int:
+        """Outbox events not yet published (chaos steady state: none)."""
+        row = self.conn.execute(
+            "SELECT count(*) FROM outbox_events WHERE published_at IS NULL"
+        ).fetchone()
+        return int(row[0]) if row is not None else 0
+
+    def orders_per_key(self, keys: Sequence[str]) -> dict[str, int]:
+        """Orders booked under each Idempotency-Key (0 for none)."""
+        rows = self._rows(
+            "SELECT idempotency_key, count(*) FROM orders WHERE idempotency_key = ANY(%s)"
+            " GROUP BY idempotency_key",
+            (list(keys),),
+        )
+        counts = dict.fromkeys(keys, 0)
+        counts.update({str(key): int(n) for key, n in rows})
+        return counts
+
     def outbox_window(
         self, window_s: float, stuck_after_s: float, stuck_after_attempts: int
     ) -> outbox.OutboxWindow:

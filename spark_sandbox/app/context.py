@@ -16,7 +16,7 @@ from spark_sandbox.app.db import ConnectionPool, PoolTimeout
 from spark_sandbox.app.holds import Holds
 from spark_sandbox.app.marketdata import MarketData
 from spark_sandbox.app.money import Rounding
-from spark_sandbox.app.problems import service_unavailable
+from spark_sandbox.app.problems import Problem, service_unavailable
 from spark_sandbox.app.settings import Settings
 
 # One unit of database work (a claim, the order transaction, a read) must finish in this time;
@@ -45,15 +45,17 @@ class AppContext:
 
 
 @contextlib.asynccontextmanager
-async def database_errors(what: str) -> AsyncIterator[None]:
+async def database_errors(what: str, ctx: AppContext | None = None) -> AsyncIterator[None]:
     """Turn pool exhaustion, database errors and timeouts into a 503 problem."""
     try:
         yield
     except PoolTimeout as exc:
         metrics.DB_POOL_TIMEOUTS.inc()
+        _timeout_defect(ctx, what, exc)
         raise service_unavailable(f"{what}: {exc}; retry shortly") from exc
     except TimeoutError as exc:
         metrics.DB_ERRORS.labels(kind="timeout").inc()
+        _timeout_defect(ctx, what, exc)
         raise service_unavailable(
             f"{what}: the database did not answer within {DB_WORK_TIMEOUT_S:.0f} s"
         ) from exc
@@ -62,10 +64,17 @@ async def database_errors(what: str) -> AsyncIterator[None]:
         raise service_unavailable(f"{what}: database unavailable ({type(exc).__name__})") from exc
 
 
+def _timeout_defect(ctx: AppContext | None, what: str, exc: Exception) -> None:
+    """Defect (C1): a database timeout (no connection within the acquire timeout, or work
+    past its deadline) answered as an unexpected error: 500, no Retry-After."""
+    if ctx is not None and ctx.defect("db_timeout_answers_500"):
+        raise Problem(500, "internal_error", f"{what}: unexpected server error") from exc
+
+
 @contextlib.asynccontextmanager
 async def db_work(
     ctx: AppContext, what: str, timeout: float = DB_WORK_TIMEOUT_S
 ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
     """A pooled connection for one bounded unit of work; failures become 503 problems."""
-    async with database_errors(what), asyncio.timeout(timeout), ctx.pool.connection() as conn:
+    async with database_errors(what, ctx), asyncio.timeout(timeout), ctx.pool.connection() as conn:
         yield conn

@@ -109,7 +109,7 @@ async def _submit_claimed(ctx: AppContext, key: str, print_: str, ticket: OrderT
         return _answer_taken_key(ctx, stored, print_)
     try:
         await _hold_if_asked(ctx, key)
-        async with database_errors("placing the order"):
+        async with database_errors("placing the order", ctx):
             answer = await _place(ctx, ticket, key, print_, token)
     except LeaseLost:
         metrics.IDEMPOTENCY_REQUESTS.labels(outcome="in_use").inc()
@@ -169,7 +169,7 @@ async def _submit_unclaimed(ctx: AppContext, key: str, print_: str, ticket: Orde
     # Between the look and the act a real order router calls out (pre-trade risk, routing);
     # this stands in for that round trip so the race shows reliably, not only under load.
     await asyncio.sleep(UNCLAIMED_RACE_WINDOW_S)
-    async with database_errors("placing the order"):
+    async with database_errors("placing the order", ctx):
         return await _place(ctx, ticket, key, print_, None)
 
 

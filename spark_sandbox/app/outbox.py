@@ -260,7 +260,12 @@ class Publisher:
                 outcome = self.deliver(event)
                 # Defect: a failed delivery is marked published all the same, so the event
                 # is never sent again and the consumer never applies it (G09 events_missing).
-                if outcome == "ok" or "publisher_acks_failed_delivery" in self.defects:
+                # Defect (C4): while the consumer is unreachable, events are marked published
+                # and dropped instead of waiting for it to come back.
+                dropped = (
+                    outcome == "unavailable" and "publisher_drops_events_in_outage" in self.defects
+                )
+                if outcome == "ok" or "publisher_acks_failed_delivery" in self.defects or dropped:
                     lag = conn.execute(MARK_PUBLISHED, (event.id,)).fetchone()
                     lags.append(float(lag[0]) if lag else 0.0)
                     continue

@@ -1,7 +1,7 @@
 """The healthy sandbox passes every gate the defect matrix breaks: the blind-spot scan as
 operators run it (every B item at once, run after run), the money gate, G03 with M1–M4, the
-rollback triggers, and the contract gate. The matrix proves each check can fail; these prove
-they can pass.
+rollback triggers, the contract gate, and the chaos scenarios written so far. The matrix
+proves each check can fail; these prove they can pass.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from spark_sandbox.defects import TRIGGERS
 BLIND_SPOTS = tuple(f"B{n}" for n in range(1, 10))
 MONEY = ["suites/money"]
 MONEY_ITEMS = ("M1", "M2", "M3", "M4")
+CHAOS_WRITTEN = ("C1", "C4")
+CHAOS_NOT_WRITTEN = ("C2", "C3", "C5", "C6")
 
 
 def test_healthy_blind_spot_scan_is_go(tmp_path: Path) -> None:
@@ -90,3 +92,18 @@ def test_healthy_contract_gate_as_typed_is_go(tmp_path: Path) -> None:
     assert run.items["K3"]["status"] == "NOT-REQUIRED", f"K3: {run.items['K3']}\n{run.tail}"
     assert_healthy(run, ("K1", "K2"))
     assert run.code == 0 and run.verdict["verdict"] == "GO", f"exit {run.code}:\n{run.tail}"
+
+
+# Alone on the machine: a scenario's steady state judges the client's p95.
+@pytest.mark.solo
+def test_healthy_chaos_gate_passes_its_scenarios_and_is_honestly_no_go(tmp_path: Path) -> None:
+    run = gate_as_typed("pytest -m chaos", tmp_path)
+    assert_healthy(run, CHAOS_WRITTEN)
+    # The scenarios not written yet are MISSING: the nightly gate says NO-GO until they are.
+    for item in CHAOS_NOT_WRITTEN:
+        assert run.items[item]["status"] == "MISSING", f"{item}: {run.items[item]}\n{run.tail}"
+    assert run.code == 1 and run.verdict["verdict"] == "NO-GO", f"exit {run.code}:\n{run.tail}"
+    # Each scenario leaves its journal and timeline in the bundle.
+    for item in CHAOS_WRITTEN:
+        for name in (f"{item.lower()}_journal.json", f"{item.lower()}_timeline.svg"):
+            assert list(run.bundle.rglob(name)), f"{name} missing from the bundle:\n{run.tail}"

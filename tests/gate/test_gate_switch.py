@@ -159,6 +159,11 @@ TARGET_FILES = {
     ),
     "unknown_setting": ('[target]\nkind = "deployment"\n[settings]\nrelase = "v1"\n', "*relase*"),
     "unknown_target_key": ('[target]\nkind = "deployment"\nnmae = "x"\n', "*nmae*"),
+    "chaos_unknown_key": ('[target]\nkind = "deployment"\n[chaos]\nallowed = true\n', "*allowed*"),
+    "chaos_allowed_as_text": (
+        '[target]\nkind = "deployment"\n[chaos]\nchaos_allowed = "yes"\n',
+        "*chaos_allowed must be true or false*",
+    ),
 }
 
 

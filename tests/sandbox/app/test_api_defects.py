@@ -118,6 +118,20 @@ def reconciliation_drift(api: Api, db: Db, account: str) -> None:
     assert filled.fetchone() == (10,)
 
 
+def db_timeout_answers_500(api: Api, db: Db, account: str) -> None:
+    # An uncommitted open position of the account holds the order's position upsert past the
+    # API's 3 s deadline for the order transaction: a database timeout, as under C1's latency.
+    with db.transaction(force_rollback=True):
+        db.execute(
+            "INSERT INTO positions (account_id, symbol, status) VALUES (%s, 'SASA', 'open')",
+            (account,),
+        )
+        with api.client() as client:
+            answer = place(client, ticket(account, "SASA", "5.00", 1))
+    assert answer.status_code == 500, answer.text
+    assert "retry-after" not in answer.headers
+
+
 def replay_mismatch_200(api: Api, db: Db, account: str) -> None:
     key = new_key()
     with api.client() as client:
@@ -282,6 +296,7 @@ BROKEN_PROPERTY: dict[str, Callable[[Api, Db, str], None]] = {
     "float_money": float_money,
     "reconciliation_drift": reconciliation_drift,
     "idempotency_replay_mismatch_200": replay_mismatch_200,
+    "db_timeout_answers_500": db_timeout_answers_500,
     "duplicate_order_under_concurrency": duplicate_order_under_concurrency,
     "contract_field_renamed": contract_field_renamed,
     "order_event_schema_changed": order_event_schema_changed,
@@ -308,7 +323,7 @@ def test_every_app_layer_defect_has_a_check_here() -> None:
 GROUPS: tuple[tuple[str, ...], ...] = (
     ("app_clock_skew", "no_coep", "unsafe_inline_csp", "unlisted_third_party", "csp_report_500",
      "implicit_flag_default", "risky_flag_on", "contract_field_renamed", "ws_metric_renamed",
-     "slow_canary_orders"),
+     "slow_canary_orders", "db_timeout_answers_500"),
     ("half_up_rounding", "reconciliation_drift", "order_event_schema_changed",
      "tick_misaligned_accepted", "band_rounded_outward", "replay_answers_409",
      "inline_script_csp"),

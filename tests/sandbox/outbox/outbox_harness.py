@@ -135,7 +135,7 @@ class Services:
         )
         return self.run(proc), url
 
-    def publisher(self, consumer_url: str) -> tuple[ServiceProcess, str]:
+    def publisher(self, consumer_url: str, defects: str = "") -> tuple[ServiceProcess, str]:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         proc = ServiceProcess(
@@ -147,6 +147,7 @@ class Services:
                 SPARK_APP_DSN=self.database().app_dsn,
                 SPARK_LISTEN_DSN=self.database().listen_dsn,
                 SPARK_CONSUMER_URL=consumer_url,
+                SPARK_DEFECTS=defects,
             ),
             cwd=REPO_ROOT,
         )

@@ -87,6 +87,18 @@ def test_consumer_outage_keeps_events_pending_then_drains_once(services: Service
     assert_effect_exactly_once(db, event_ids)
 
 
+def test_publisher_drops_events_in_outage_defect_loses_the_outage(services: Services) -> None:
+    """The C4 defect: with the consumer unreachable, events are marked published anyway."""
+    db = services.database()
+    services.publisher(
+        f"http://127.0.0.1:{free_port()}", defects="publisher_drops_events_in_outage"
+    )
+    place_orders(db, 5)
+    wait_until(lambda: db.scalar(PENDING) == 0, "the outage's events marked published")
+    assert db.scalar("SELECT count(*) FROM consumed_events") == 0
+    assert db.scalar("SELECT count(*) FROM order_ledger") == 0
+
+
 def test_lost_acknowledgement_is_redelivered_and_deduped(services: Services) -> None:
     db = services.database()
     _, consumer_url = services.consumer()
