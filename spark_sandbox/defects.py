@@ -340,6 +340,11 @@ _DEFECT_LIST: tuple[Defect, ...] = (
         "the consumer sheds each event's first delivery with 503, so every event fails once)",
         breaks=breaks_of(G09={"probe_event_deliveries", "events_missing"}),
     ),
+    OutboxDefect(
+        name="consumer_applies_twice",
+        description="the consumer applies each order's effect twice in its transaction",
+        breaks=breaks_of(G09={"probe_event_deliveries", "events_applied_twice"}),
+    ),
     # G05 rollback readiness: what the dry run's pre-checks read before anything moves.
     RollbackDeployerDefect(
         name="no_previous_release",

@@ -181,8 +181,9 @@ class ConsumerStore:
     connection is enough, and reconnecting lazily lets it ride out a database outage.
     """
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, defects: frozenset[str] = frozenset()) -> None:
         self.dsn = dsn
+        self.defects = defects  # the sandbox's seeded switches; none in production
         self.lock = asyncio.Lock()
         self.conn: psycopg.AsyncConnection[Any] | None = None
 
@@ -222,6 +223,10 @@ class ConsumerStore:
                     o = event.order
                     entry = (o.order_id, event.event_id, o.account_id, o.symbol, o.side)
                     await conn.execute(APPLY_ORDER, (*entry, o.quantity, o.price))
+                    # Defect: the effect is applied again inside the same transaction (a
+                    # retried statement), which the ledger counts: applied_count 2.
+                    if "consumer_applies_twice" in self.defects:
+                        await conn.execute(APPLY_ORDER, (*entry, o.quantity, o.price))
                 return Receipt(event.event_id, duplicate=False, deliveries=int(first[0]))
             again = await conn.execute(COUNT_REDELIVERY, (event.event_id,))
             row = await again.fetchone()
@@ -285,7 +290,7 @@ def unavailable(exc: psycopg.Error) -> JSONResponse:
 
 def build_app(dsn: str, defects: frozenset[str] = frozenset()) -> Starlette:
     """The consumer; ``defects`` are the sandbox's seeded switches (none in production)."""
-    store = ConsumerStore(dsn)
+    store = ConsumerStore(dsn, defects)
     metrics = ConsumerMetrics()
     # Events whose first delivery a defect shed; a process-local memory is enough for it.
     shed: set[uuid.UUID] = set()
